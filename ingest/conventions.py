@@ -1,0 +1,222 @@
+"""Semantic conventions: which span attributes fill which indexed column.
+
+One table, read in order: the first key present wins. Covers the OTel GenAI conventions
+(current and older names), msgtrace-sdk, msgflux, OpenInference (Arize Phoenix),
+OpenLLMetry (Traceloop) and the legacy ``llm.usage.*`` / ``llm.cost.*`` keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+COLUMN_KEYS: dict[str, tuple[str, ...]] = {
+    "input_tokens": (
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.prompt_tokens",
+        "llm.token_count.prompt",
+        "llm.usage.prompt_tokens",
+        "llm.usage.input_tokens",
+    ),
+    "output_tokens": (
+        "gen_ai.usage.output_tokens",
+        "gen_ai.usage.completion_tokens",
+        "llm.token_count.completion",
+        "llm.usage.completion_tokens",
+        "llm.usage.output_tokens",
+    ),
+    "total_tokens": (
+        "gen_ai.usage.total_tokens",
+        "llm.token_count.total",
+        "llm.usage.total_tokens",
+    ),
+    "cache_read_tokens": (
+        "gen_ai.usage.cache_read.input_tokens",
+        "gen_ai.usage.cache_read_input_tokens",
+        "llm.token_count.prompt_details.cache_read",
+        "llm.usage.cache_read_input_tokens",
+    ),
+    "cache_write_tokens": (
+        "gen_ai.usage.cache_creation.input_tokens",
+        "gen_ai.usage.cache_creation_input_tokens",
+        "llm.token_count.prompt_details.cache_write",
+        "llm.usage.cache_creation_input_tokens",
+    ),
+    "reasoning_tokens": (
+        "gen_ai.usage.reasoning.output_tokens",
+        "gen_ai.usage.reasoning_tokens",
+        "llm.token_count.completion_details.reasoning",
+        "llm.usage.reasoning_tokens",
+    ),
+    # The response model is what actually ran ("gpt-4o-2024-08-06"); the request model
+    # ("gpt-4o") is the fallback.
+    "model": (
+        "gen_ai.response.model",
+        "gen_ai.request.model",
+        "llm.model_name",
+        "llm.response.model",
+        "llm.request.model",
+        "llm.model",
+    ),
+    "operation": ("gen_ai.operation.name", "llm.request.type"),
+    "provider": ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"),
+    "workflow_name": ("msgflux.workflow.name", "workflow.name", "traceloop.workflow.name"),
+    "module_name": ("module.name",),
+    "session_id": ("gen_ai.conversation.id", "session.id"),
+    "user_id": ("user.id", "enduser.id"),
+    "currency": ("gen_ai.usage.cost.currency", "llm.cost.currency"),
+}
+
+# A span's own total cost, if it carries one.
+COST_TOTAL_KEYS = (
+    "gen_ai.usage.cost",
+    "gen_ai.usage.cost.total",
+    "llm.cost.total",
+    "llm.usage.cost",
+)
+# Otherwise the sum of the parts it carries (msgtrace-sdk sends input and output cost),
+# from the first family present, so a span sending two conventions is not counted twice.
+COST_PART_FAMILIES = (
+    ("gen_ai.usage.cost.input_tokens", "gen_ai.usage.cost.output_tokens"),
+    ("llm.cost.input", "llm.cost.output"),
+    ("llm.cost.prompt", "llm.cost.completion"),
+)
+
+# Where a span says what it is, most specific first.
+SPAN_TYPE_KEYS = (
+    "openinference.span.kind",
+    "gen_ai.operation.name",
+    "module.type",
+    "traceloop.span.kind",
+    "span.type",
+)
+SPAN_TYPE_VALUES = {
+    "llm": "llm",
+    "chat": "llm",
+    "text_completion": "llm",
+    "completion": "llm",
+    "generate_content": "llm",
+    "embedding": "embedding",
+    "embeddings": "embedding",
+    "tool": "tool",
+    "execute_tool": "tool",
+    "agent": "agent",
+    "invoke_agent": "agent",
+    "create_agent": "agent",
+    "retriever": "retriever",
+    "retrieval": "retriever",
+    "reranker": "reranker",
+    "chain": "chain",
+    "guardrail": "guardrail",
+    "evaluator": "evaluator",
+    "workflow": "workflow",
+    "task": "task",
+    "flow": "flow",
+    "module": "module",
+}
+# Generic labels that a more telling attribute below may refine.
+_GENERIC_TYPES = {"flow", "module", "task", "workflow", "chain"}
+
+_MAX_INT = 2**63 - 1
+
+
+def as_count(value: Any) -> int:
+    """A token count from an attribute: ints, floats and numeric strings; else 0."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value == value:  # not NaN
+        number = int(value)
+    elif isinstance(value, str):
+        try:
+            number = int(float(value))
+        except (ValueError, OverflowError):
+            return 0
+    else:
+        return 0
+    return min(max(number, 0), _MAX_INT)
+
+
+def as_amount(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+    else:
+        return None
+    if number != number or number in (float("inf"), float("-inf")):
+        return None
+    return number
+
+
+def as_label(value: Any, limit: int = 255) -> str:
+    if isinstance(value, str):
+        return value[:limit]
+    if isinstance(value, bool | int | float):
+        return str(value)[:limit]
+    return ""
+
+
+def first(attributes: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        value = attributes.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def span_type(attributes: dict[str, Any], model: str, tokens: int) -> str:
+    """llm / tool / agent / retriever / embedding / ...: what the span does."""
+    declared = ""
+    for key in SPAN_TYPE_KEYS:
+        value = attributes.get(key)
+        if isinstance(value, str) and value:
+            lowered = value.strip().lower()
+            declared = SPAN_TYPE_VALUES.get(lowered, lowered[:32])
+            break
+    if declared and declared not in _GENERIC_TYPES:
+        return declared
+    if "gen_ai.tool.name" in attributes or "tool.name" in attributes:
+        return "tool"
+    if "gen_ai.agent.name" in attributes:
+        return "agent"
+    if model or tokens:
+        return "llm"
+    return declared
+
+
+def derive_columns(attributes: dict[str, Any]) -> dict[str, Any]:
+    """The indexed columns a span's attributes imply."""
+    columns: dict[str, Any] = {}
+    for column in (
+        "input_tokens",
+        "output_tokens",
+        "total_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "reasoning_tokens",
+    ):
+        columns[column] = as_count(first(attributes, COLUMN_KEYS[column]))
+    if not columns["total_tokens"]:
+        columns["total_tokens"] = columns["input_tokens"] + columns["output_tokens"]
+    for column in ("model", "provider", "workflow_name", "module_name", "session_id", "user_id"):
+        columns[column] = as_label(first(attributes, COLUMN_KEYS[column]))
+    columns["operation"] = as_label(first(attributes, COLUMN_KEYS["operation"]), 64)
+
+    cost = as_amount(first(attributes, COST_TOTAL_KEYS))
+    for family in COST_PART_FAMILIES if cost is None else ():
+        parts = [as_amount(attributes.get(key)) for key in family]
+        parts = [part for part in parts if part is not None]
+        if parts:
+            cost = sum(parts)
+            break
+    columns["cost"] = cost
+    currency = as_label(first(attributes, COLUMN_KEYS["currency"]), 8)
+    columns["currency"] = (currency or "USD").upper() if cost is not None else ""
+    columns["span_type"] = span_type(attributes, columns["model"], columns["total_tokens"])
+    return columns

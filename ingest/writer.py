@@ -1,0 +1,209 @@
+"""The write path: span rows into the database, committed before the client hears 200.
+
+The database has one writer. Rather than each request taking it in turn, one thread owns
+the write connection and commits whatever has queued up since its last commit in a single
+transaction (group commit); each request awaits the commit of the batch it is part of.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from operator import itemgetter
+
+import orjson
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.utils import timezone
+
+from traces.models import Span
+from traces.services import traces_refresh
+
+logger = logging.getLogger("msgtrace.ingest")
+
+# The columns a decoded row fills, in insert order.
+SPAN_COLUMNS = (
+    "trace_id", "span_id", "parent_span_id", "name", "kind", "span_type",
+    "start_ns", "end_ns", "duration_ns", "status_code", "status_message", "is_error",
+    "service_name", "model", "operation", "provider", "workflow_name", "module_name",
+    "session_id", "user_id", "input_tokens", "output_tokens", "total_tokens",
+    "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "cost", "currency",
+    "attributes", "events", "links", "resource_attributes", "scope",
+)  # fmt: skip
+_JSON_COLUMNS = frozenset({"attributes", "events", "links", "resource_attributes", "scope"})
+_JSON_POSITIONS = [i for i, name in enumerate(SPAN_COLUMNS) if name in _JSON_COLUMNS]
+# Resource and scope dicts are shared by every span of a batch: serialise each once.
+_SHARED_JSON_POSITIONS = frozenset(
+    {SPAN_COLUMNS.index("resource_attributes"), SPAN_COLUMNS.index("scope")}
+)
+_row_values = itemgetter(*SPAN_COLUMNS)
+
+
+class StoreUnavailable(Exception):
+    """The database is locked, saturated or unreachable: a transient condition (503)."""
+
+
+class BatchRefused(Exception):
+    """The database refused this batch's data itself; sending it again would not help (400)."""
+
+
+@dataclass
+class WriteResult:
+    spans: int = 0
+    new_trace_ids: set[str] = field(default_factory=set)
+    trace_ids: set[str] = field(default_factory=set)
+
+
+def _upsert_sql() -> str:
+    quote = connection.ops.quote_name
+    table = quote(Span._meta.db_table)
+    columns = ", ".join(quote(name) for name in SPAN_COLUMNS)
+    placeholders = ", ".join(["%s"] * len(SPAN_COLUMNS))
+    # Last write wins for a span sent twice; its database id is kept.
+    updates = ", ".join(
+        f"{quote(name)} = excluded.{quote(name)}"
+        for name in SPAN_COLUMNS
+        if name not in ("trace_id", "span_id")
+    )
+    return (
+        f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) "
+        f"ON CONFLICT ({quote('trace_id')}, {quote('span_id')}) DO UPDATE SET {updates}"
+    )
+
+
+def _params(rows: Iterable[dict]) -> list[tuple]:
+    params = []
+    shared: dict[int, str] = {}
+    dumps = orjson.dumps
+    for row in rows:
+        values = list(_row_values(row))
+        for position in _JSON_POSITIONS:
+            value = values[position]
+            if position in _SHARED_JSON_POSITIONS:
+                key = id(value)
+                text = shared.get(key)
+                if text is None:
+                    text = shared[key] = dumps(value).decode()
+                values[position] = text
+            else:
+                values[position] = dumps(value).decode()
+        params.append(tuple(values))
+    return params
+
+
+def write_rows(rows: Sequence[dict]) -> WriteResult:
+    """Upsert span rows and refresh their traces' summaries, in the caller's transaction."""
+    # The same span twice in one batch: keep the last, as a re-sent batch would.
+    unique = {(row["trace_id"], row["span_id"]): row for row in rows}
+    result = WriteResult(spans=len(unique))
+    if not unique:
+        return result
+    trace_ids = {trace_id for trace_id, _ in unique}
+    result.trace_ids = trace_ids
+    with connection.cursor() as cursor:
+        cursor.executemany(_upsert_sql(), _params(unique.values()))
+    result.new_trace_ids = traces_refresh(trace_ids=trace_ids, now=timezone.now())
+    return result
+
+
+@dataclass
+class _Pending:
+    rows: list[dict]
+    future: Future
+
+
+class Writer:
+    """The one thread that writes spans; requests hand it rows and await a Future."""
+
+    # A group stops growing at this many spans, keeping each transaction short.
+    GROUP_SPANS = 20_000
+
+    def __init__(self, max_pending_spans: int) -> None:
+        self.max_pending_spans = max_pending_spans
+        self._pending: list[_Pending] = []
+        self._pending_spans = 0
+        self._condition = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, rows: list[dict]) -> Future:
+        future: Future = Future()
+        with self._condition:
+            if self._pending_spans + len(rows) > self.max_pending_spans and self._pending:
+                raise StoreUnavailable(
+                    f"{self._pending_spans} spans are already waiting to be written"
+                )
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="msgtrace-writer", daemon=True
+                )
+                self._thread.start()
+            self._pending.append(_Pending(rows, future))
+            self._pending_spans += len(rows)
+            self._condition.notify()
+        return future
+
+    def _take_group(self) -> list[_Pending]:
+        with self._condition:
+            while not self._pending:
+                self._condition.wait()
+            group, spans = [], 0
+            while self._pending and (
+                not group or spans + len(self._pending[0].rows) <= self.GROUP_SPANS
+            ):
+                item = self._pending.pop(0)
+                group.append(item)
+                spans += len(item.rows)
+            return group
+
+    def _run(self) -> None:
+        while True:
+            group = self._take_group()
+            try:
+                self._write_group(group)
+            finally:
+                with self._condition:
+                    self._pending_spans -= sum(len(item.rows) for item in group)
+
+    def _write_group(self, group: list[_Pending]) -> None:
+        try:
+            with transaction.atomic():
+                results = [write_rows(item.rows) for item in group]
+        except (OperationalError, InterfaceError) as exc:
+            # Locked, disk full, connection lost: transient. Reconnect next time.
+            logger.warning("ingest: write failed, answering 503: %s", exc)
+            connection.close()
+            for item in group:
+                item.future.set_exception(StoreUnavailable(str(exc)))
+            return
+        except Exception as exc:
+            if len(group) > 1:
+                # One batch the database refuses must not sink the others: write alone.
+                for item in group:
+                    self._write_group([item])
+                return
+            # Logged without the batch: span data stays out of logs.
+            logger.exception("ingest: a batch of %d spans was refused", len(group[0].rows))
+            refusal = (
+                BatchRefused(f"the database refused this batch ({type(exc).__name__})")
+                if isinstance(exc, DatabaseError)
+                else exc
+            )
+            group[0].future.set_exception(refusal)
+            return
+        for item, result in zip(group, results, strict=True):
+            item.future.set_result(result)
+
+
+_writer: Writer | None = None
+_writer_lock = threading.Lock()
+
+
+def get_writer() -> Writer:
+    global _writer
+    with _writer_lock:
+        if _writer is None:
+            _writer = Writer(settings.MSGTRACE_MAX_PENDING_SPANS)
+        return _writer

@@ -1,0 +1,220 @@
+"""msgtrace settings: one module, every knob an ``MSGTRACE_*`` environment variable.
+
+A malformed value stops start-up with an ``ImproperlyConfigured`` naming the variable;
+``manage.main`` prints it without a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_int(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise ImproperlyConfigured(f"{name} must be {bounds}, got {value}")
+    return value
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be one of on/off, true/false, 1/0, got {raw!r}")
+
+
+def env_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+def database_from_url(name: str, url: str) -> dict:
+    """Turn ``postgres://user:pass@host:port/db?sslmode=require`` into a DATABASES entry."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql"}:
+        raise ImproperlyConfigured(
+            f"{name} must be a postgres:// or postgresql:// URL, got scheme {parts.scheme!r}"
+        )
+    db_name = unquote(parts.path.lstrip("/"))
+    if not db_name:
+        raise ImproperlyConfigured(f"{name} must name a database, e.g. postgres://host/msgtrace")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} has an invalid port") from None
+    options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": db_name,
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(port or ""),
+        # Page requests reuse connections; the ingest writer keeps its own for its lifetime.
+        "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": options,
+    }
+
+
+DEBUG = env_bool("MSGTRACE_DEBUG", False)
+HOST = env_str("MSGTRACE_HOST", "127.0.0.1")
+PORT = env_int("MSGTRACE_PORT", 4321, minimum=1, maximum=65535)
+
+# A server bound to loopback needs no secret to be shared; a random per-process key is
+# correct there (sessions do not outlive the process). Exposed deployments set their own.
+SECRET_KEY = env_str("MSGTRACE_SECRET_KEY", "") or secrets.token_urlsafe(50)
+
+# Bound to loopback, only loopback names are served (a DNS-rebinding page cannot reach
+# us under its own host name); bound to all interfaces, the operator lists the names.
+_LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+ALLOWED_HOSTS = env_list("MSGTRACE_ALLOWED_HOSTS") or (
+    ["*"] if HOST in {"0.0.0.0", "::"} else [*_LOOPBACK_HOSTS, HOST]
+)
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "django_htmx",
+    "django_filters",
+    "template_partials",
+    "channels",
+    "traces",
+    "ingest",
+    "search",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "msgtrace_site.urls"
+ASGI_APPLICATION = "msgtrace_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+_database_url = env_str("MSGTRACE_DATABASE_URL", "")
+if _database_url:
+    DATABASES = {"default": database_from_url("MSGTRACE_DATABASE_URL", _database_url)}
+else:
+    DB_PATH = Path(env_str("MSGTRACE_DB_PATH", "msgtrace.db")).expanduser().resolve()
+    if DB_PATH.is_dir():
+        raise ImproperlyConfigured(f"MSGTRACE_DB_PATH points at a directory: {DB_PATH}")
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DB_PATH,
+            "OPTIONS": {
+                # WAL lets pages read while the ingest writer commits. synchronous=FULL
+                # makes a 200 survive power loss, not only kill -9; on these disks it
+                # costs nothing measurable (shared/PERFORMANCE.md).
+                "init_command": (
+                    "PRAGMA journal_mode=WAL;"
+                    "PRAGMA synchronous=FULL;"
+                    "PRAGMA temp_store=MEMORY;"
+                    "PRAGMA cache_size=-65536;"
+                ),
+                # Take the write lock at BEGIN, so a transaction never fails half-way
+                # on an upgrade from a read lock; wait for it rather than failing.
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 10,
+            },
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Ingest -----------------------------------------------------------------------------
+# Largest OTLP body accepted, before and after gzip decompression.
+MSGTRACE_MAX_BODY_BYTES = env_int("MSGTRACE_MAX_BODY_BYTES", 32 * 1024 * 1024, minimum=1024)
+# Attribute strings longer than this are cut; the original length is recorded.
+MSGTRACE_MAX_ATTRIBUTE_CHARS = env_int("MSGTRACE_MAX_ATTRIBUTE_CHARS", 65536, minimum=64)
+# Spans waiting for the writer; beyond this, ingest answers 503 + Retry-After
+# instead of buffering without bound.
+MSGTRACE_MAX_PENDING_SPANS = env_int("MSGTRACE_MAX_PENDING_SPANS", 200_000, minimum=1000)
+# Django reads the raw body; the ingest view enforces MSGTRACE_MAX_BODY_BYTES itself.
+DATA_UPLOAD_MAX_MEMORY_SIZE = None
+
+CORS_ALLOWED_ORIGINS = [o for o in env_list("MSGTRACE_CORS_ORIGINS") if o != "*"]
+CORS_ALLOW_ALL_ORIGINS = "*" in env_list("MSGTRACE_CORS_ORIGINS")
+CORS_URLS_REGEX = r"^/(v1/traces|api/)"
+for _origin in CORS_ALLOWED_ORIGINS:
+    if urlsplit(_origin).scheme not in {"http", "https"} or not urlsplit(_origin).netloc:
+        raise ImproperlyConfigured(
+            f"MSGTRACE_CORS_ORIGINS entries must look like https://host[:port], got {_origin!r}"
+        )
+
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "msgtrace": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django": {"handlers": ["console"], "level": "WARNING"},
+    },
+}

@@ -1,0 +1,177 @@
+"""The JSON API (the seed's REST surface): ``/api/v1/...`` and ``/health``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods
+
+from search.filters import TraceFilter
+from traces.models import Span, Trace
+from traces.services import traces_delete
+from traces.tree import build_tree
+
+MAX_LIMIT = 1000
+_STATUS_NAMES = {0: "UNSET", 1: "OK", 2: "ERROR"}
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def trace_summary(trace: Trace) -> dict:
+    return {
+        "trace_id": trace.trace_id,
+        "start_time": _iso(trace.start_time),
+        "end_time": _iso(trace.end_time),
+        "start_time_unix_nano": trace.start_ns,
+        "end_time_unix_nano": trace.end_ns,
+        "duration_ms": trace.duration_ms,
+        "span_count": trace.span_count,
+        "error_count": trace.error_count,
+        "service_name": trace.service_name,
+        "workflow_name": trace.workflow_name,
+        "root_span_name": trace.root_span_name,
+        "input_tokens": trace.input_tokens,
+        "output_tokens": trace.output_tokens,
+        "total_tokens": trace.total_tokens,
+        "cost": trace.cost,
+        "models": trace.model_names,
+        "session_id": trace.session_id,
+        "user_id": trace.user_id,
+    }
+
+
+def span_dict(span: Span) -> dict:
+    return {
+        "span_id": span.span_id,
+        "parent_span_id": span.parent_span_id or None,
+        "name": span.name,
+        "kind": span.kind,
+        "span_type": span.span_type,
+        "start_time": _iso(span.start_time),
+        "end_time": _iso(span.end_time),
+        "start_time_unix_nano": span.start_ns,
+        "end_time_unix_nano": span.end_ns,
+        "duration_ms": span.duration_ms,
+        "status": {"code": _STATUS_NAMES[span.status_code], "message": span.status_message},
+        "service_name": span.service_name,
+        "model": span.model,
+        "input_tokens": span.input_tokens,
+        "output_tokens": span.output_tokens,
+        "total_tokens": span.total_tokens,
+        "cost": span.cost,
+        "attributes": span.attributes,
+        "events": span.events,
+        "links": span.links,
+        "resource_attributes": span.resource_attributes,
+        "scope": span.scope,
+    }
+
+
+def error(status: int, message: str, **extra) -> JsonResponse:
+    return JsonResponse({"error": message, **extra}, status=status)
+
+
+def _int_param(request: HttpRequest, name: str, default: int, maximum: int) -> int:
+    raw = request.GET.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw[:40]!r}") from None
+    if value < 0 or value > maximum:
+        raise ValueError(f"{name} must be between 0 and {maximum}, got {value}")
+    return value
+
+
+def _trace_or_404(trace_id: str) -> Trace | JsonResponse:
+    # Ids are matched as given, lower-cased; anything else simply is not found.
+    trace = Trace.objects.filter(pk=trace_id.lower()).first()
+    if trace is None:
+        return error(404, f"trace {trace_id[:64]!r} not found", trace_id=trace_id[:64])
+    return trace
+
+
+@require_GET
+def trace_list(request: HttpRequest) -> JsonResponse:
+    try:
+        limit = _int_param(request, "limit", 50, MAX_LIMIT)
+        offset = _int_param(request, "offset", 0, 10_000_000)
+    except ValueError as exc:
+        return error(400, str(exc))
+    filterset = TraceFilter(request.GET, queryset=Trace.objects.newest_first())
+    if not filterset.is_valid():
+        field, messages = next(iter(filterset.errors.items()))
+        return error(400, f"{field} {messages[0]}", parameter=field)
+    queryset = filterset.qs
+    traces = list(queryset[offset : offset + limit])
+    return JsonResponse(
+        {
+            "traces": [trace_summary(trace) for trace in traces],
+            "total": queryset.count(),
+            "limit": limit,
+            "offset": offset,
+        }
+    )
+
+
+@csrf_exempt  # a JSON API for programs; issue-10 auth will guard it with keys
+@require_http_methods(["GET", "DELETE"])
+def trace_detail(request: HttpRequest, trace_id: str) -> JsonResponse:
+    trace = _trace_or_404(trace_id)
+    if isinstance(trace, JsonResponse):
+        return trace
+    if request.method == "DELETE":
+        traces_delete(trace_ids=[trace.trace_id])
+        return JsonResponse({"deleted": trace.trace_id})
+    spans = trace.spans.in_tree_order()
+    return JsonResponse({**trace_summary(trace), "spans": [span_dict(span) for span in spans]})
+
+
+@require_GET
+def trace_tree(request: HttpRequest, trace_id: str) -> JsonResponse:
+    trace = _trace_or_404(trace_id)
+    if isinstance(trace, JsonResponse):
+        return trace
+    spans = list(trace.spans.in_tree_order())
+    return JsonResponse(build_tree(spans, span_dict), safe=False)
+
+
+@require_GET
+def stats(request: HttpRequest) -> JsonResponse:
+    traces = Trace.objects.all()
+    totals = traces.totals()
+    p50 = traces.duration_percentile(0.50)
+    p95 = traces.duration_percentile(0.95)
+    return JsonResponse(
+        {
+            "total_traces": totals["traces"],
+            "total_spans": totals["spans"],
+            "traces_with_errors": totals["traces_with_errors"],
+            "error_rate": totals["traces_with_errors"] / totals["traces"]
+            if totals["traces"]
+            else 0.0,
+            "input_tokens": totals["input_tokens"],
+            "output_tokens": totals["output_tokens"],
+            "total_tokens": totals["total_tokens"],
+            "cost": totals["cost"],
+            "p50_duration_ms": p50 / 1e6 if p50 is not None else None,
+            "p95_duration_ms": p95 / 1e6 if p95 is not None else None,
+        }
+    )
+
+
+@require_GET
+def health(request: HttpRequest) -> JsonResponse:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:  # any failure to reach the database means unhealthy
+        return JsonResponse({"status": "error", "database": type(exc).__name__}, status=503)
+    return JsonResponse({"status": "ok", "database": connection.vendor})

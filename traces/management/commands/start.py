@@ -1,0 +1,70 @@
+"""``msgtrace start``: apply pending migrations, then serve HTTP and WebSocket on one port."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+
+class Command(BaseCommand):
+    help = "Apply pending migrations and serve msgtrace (HTTP + WebSocket, one port, daphne)."
+
+    def add_arguments(self, parser):
+        # manage.main exports these to MSGTRACE_* before settings load; they are declared
+        # here so that --help lists them and argparse accepts them.
+        parser.add_argument("--host", help=f"address to bind (default {settings.HOST})")
+        parser.add_argument("--port", help=f"port to listen on (default {settings.PORT})")
+        parser.add_argument("--db-path", help="SQLite database file (default ./msgtrace.db)")
+        parser.add_argument(
+            "--no-migrate", action="store_true", help="do not apply pending migrations"
+        )
+
+    def handle(self, *args, **options):
+        if not options["no_migrate"]:
+            self._migrate()
+        # Imported here: daphne.server installs Twisted's asyncio reactor on import.
+        from daphne.endpoints import build_endpoint_description_strings
+        from daphne.server import Server
+
+        from msgtrace_site.asgi import application
+
+        host, port = settings.HOST, settings.PORT
+        database = connection.settings_dict
+        where = (
+            f"SQLite {database['NAME']}"
+            if connection.vendor == "sqlite"
+            else f"PostgreSQL {database['HOST'] or 'localhost'}/{database['NAME']}"
+        )
+        shown_host = f"[{host}]" if ":" in host else host
+
+        def ready():
+            self.stdout.write(
+                f"msgtrace listening on http://{shown_host}:{port}  ({where})\n"
+                f"  OTLP/HTTP endpoint: http://{shown_host}:{port}/v1/traces"
+            )
+            self.stdout.flush()
+
+        logging.getLogger("daphne").setLevel(logging.WARNING)
+        server = Server(
+            application=application,
+            endpoints=build_endpoint_description_strings(host=host, port=port),
+            ready_callable=ready,
+            verbosity=0,
+        )
+        server.run()
+        if not server.listening_addresses:
+            raise CommandError(f"could not listen on {host}:{port} (is the port in use?)")
+
+    def _migrate(self):
+        executor = MigrationExecutor(connection)
+        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        if pending:
+            self.stdout.write(f"Applying {len(pending)} database migration(s)...")
+            call_command("migrate", interactive=False, verbosity=0)
+        # The server's own threads open their connections; this one is done.
+        connection.close()

@@ -1,0 +1,214 @@
+"""Traces and spans.
+
+A ``Span`` row keeps everything OTLP sent (attributes, events, links, resource, scope as
+JSON) plus denormalised, indexed columns for what pages filter and sum on. A ``Trace``
+row is a summary of its spans, recomputed from them whenever spans arrive, so it stays
+exact whatever order, duplication or batching the spans come in.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from django.db import models
+from django.db.models import Count, F, Q, Sum
+
+
+def ns_to_datetime(ns: int | None) -> datetime | None:
+    if ns is None:
+        return None
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def datetime_to_ns(value: datetime) -> int:
+    return (value - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+class TraceQuerySet(models.QuerySet):
+    def newest_first(self) -> TraceQuerySet:
+        """Most recently started traces first; the order of every list."""
+        return self.order_by("-start_ns", "-trace_id")
+
+    def started_between(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> TraceQuerySet:
+        """Traces whose start lies in [since, until); either bound may be open."""
+        qs = self
+        if since is not None:
+            qs = qs.filter(start_ns__gte=datetime_to_ns(since))
+        if until is not None:
+            qs = qs.filter(start_ns__lt=datetime_to_ns(until))
+        return qs
+
+    def with_errors(self) -> TraceQuerySet:
+        """Traces with at least one span whose status is ERROR."""
+        return self.filter(error_count__gt=0)
+
+    def totals(self) -> dict:
+        """Counts and sums over the selected traces, in one query."""
+        return self.aggregate(
+            traces=Count("pk"),
+            spans=Sum("span_count", default=0),
+            traces_with_errors=Count("pk", filter=Q(error_count__gt=0)),
+            input_tokens=Sum("input_tokens", default=0),
+            output_tokens=Sum("output_tokens", default=0),
+            total_tokens=Sum("total_tokens", default=0),
+            cost=Sum("cost", default=0.0),
+        )
+
+    def duration_percentile(self, fraction: float) -> float | None:
+        """Duration (ns) at ``fraction`` of the selected traces, linearly interpolated.
+
+        The same rule as PostgreSQL's ``percentile_cont`` and numpy's default, computed
+        with two indexed ``ORDER BY duration`` look-ups so it is identical on SQLite.
+        """
+        ordered = self.order_by("duration_ns").values_list("duration_ns", flat=True)
+        count = self.count()
+        if count == 0:
+            return None
+        rank = fraction * (count - 1)
+        low_index = int(rank)
+        values = list(ordered[low_index : low_index + 2])
+        if len(values) == 1 or rank == low_index:
+            return float(values[0])
+        low, high = values
+        return low + (high - low) * (rank - low_index)
+
+
+class Trace(models.Model):
+    trace_id = models.CharField(primary_key=True, max_length=32)
+    service_name = models.CharField(max_length=255, blank=True, default="")
+    root_span_name = models.CharField(max_length=1024, blank=True, default="")
+    workflow_name = models.CharField(max_length=255, blank=True, default="")
+    start_ns = models.BigIntegerField(default=0)
+    end_ns = models.BigIntegerField(default=0)
+    duration_ns = models.BigIntegerField(default=0)
+    span_count = models.PositiveIntegerField(default=0)
+    error_count = models.PositiveIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    cost = models.FloatField(default=0.0)
+    # Distinct models any span of the trace used, sorted.
+    model_names = models.JSONField(default=list, blank=True)
+    session_id = models.CharField(max_length=255, blank=True, default="")
+    user_id = models.CharField(max_length=255, blank=True, default="")
+    first_seen = models.DateTimeField()
+    last_updated = models.DateTimeField()
+
+    objects = TraceQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            # The list, newest first, and every time window.
+            models.Index(F("start_ns").desc(), name="trace_start_desc"),
+            # Duration filters and percentiles (ORDER BY duration OFFSET k).
+            models.Index(fields=["duration_ns"], name="trace_duration"),
+            # Filters by service and by workflow, newest first within them.
+            models.Index(fields=["service_name", "start_ns"], name="trace_service_start"),
+            models.Index(fields=["workflow_name", "start_ns"], name="trace_workflow_start"),
+            # "Errors only" and the dashboard's recent errors.
+            models.Index(
+                fields=["start_ns"], condition=Q(error_count__gt=0), name="trace_errors_start"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_name or self.root_span_name or 'trace'} {self.trace_id}"
+
+    @property
+    def duration_ms(self) -> float:
+        return self.duration_ns / 1e6
+
+    @property
+    def start_time(self) -> datetime | None:
+        return ns_to_datetime(self.start_ns)
+
+    @property
+    def end_time(self) -> datetime | None:
+        return ns_to_datetime(self.end_ns)
+
+
+class SpanQuerySet(models.QuerySet):
+    def in_tree_order(self) -> SpanQuerySet:
+        """Spans by start time: the order the tree and timeline are built from."""
+        return self.order_by("start_ns", "span_id")
+
+
+class Span(models.Model):
+    class Status(models.IntegerChoices):
+        UNSET = 0
+        OK = 1
+        ERROR = 2
+
+    trace = models.ForeignKey(
+        Trace, on_delete=models.CASCADE, related_name="spans", db_column="trace_id"
+    )
+    span_id = models.CharField(max_length=16)
+    parent_span_id = models.CharField(max_length=16, blank=True, default="")
+    name = models.CharField(max_length=1024)
+    # OTel SpanKind: internal, server, client, producer, consumer, unspecified.
+    kind = models.CharField(max_length=16, default="internal")
+    # What the span does for an LLM app: llm, tool, agent, retriever, embedding, chain, ...
+    span_type = models.CharField(max_length=32, blank=True, default="")
+    start_ns = models.BigIntegerField()
+    end_ns = models.BigIntegerField()
+    duration_ns = models.BigIntegerField()
+    status_code = models.SmallIntegerField(choices=Status.choices, default=Status.UNSET)
+    status_message = models.TextField(blank=True, default="")
+    is_error = models.BooleanField(default=False)
+
+    service_name = models.CharField(max_length=255, blank=True, default="")
+    model = models.CharField(max_length=255, blank=True, default="")
+    operation = models.CharField(max_length=64, blank=True, default="")
+    provider = models.CharField(max_length=64, blank=True, default="")
+    workflow_name = models.CharField(max_length=255, blank=True, default="")
+    module_name = models.CharField(max_length=255, blank=True, default="")
+    session_id = models.CharField(max_length=255, blank=True, default="")
+    user_id = models.CharField(max_length=255, blank=True, default="")
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    cache_read_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    # NULL: the span carried no cost (not the same as a cost of 0).
+    cost = models.FloatField(null=True, blank=True)
+    currency = models.CharField(max_length=8, blank=True, default="")
+
+    attributes = models.JSONField(default=dict)
+    events = models.JSONField(default=list)
+    links = models.JSONField(default=list)
+    resource_attributes = models.JSONField(default=dict)
+    scope = models.JSONField(default=dict)
+
+    objects = SpanQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            # A re-sent batch stores each span once; ingest upserts on this (last write wins).
+            # Its index also serves "the spans of trace X".
+            models.UniqueConstraint(fields=["trace", "span_id"], name="span_unique_in_trace"),
+        ]
+        indexes = [
+            # Aggregations over spans by model (analytics, search `model:`).
+            models.Index(fields=["model"], name="span_model", condition=~Q(model="")),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.span_id}"
+
+    @property
+    def duration_ms(self) -> float:
+        return self.duration_ns / 1e6
+
+    @property
+    def start_time(self) -> datetime | None:
+        return ns_to_datetime(self.start_ns)
+
+    @property
+    def end_time(self) -> datetime | None:
+        return ns_to_datetime(self.end_ns)

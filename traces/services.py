@@ -1,0 +1,145 @@
+"""Writes that touch several models."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection
+from datetime import datetime
+
+import orjson
+from django.db import connection, transaction
+from django.db.models import Count, Max, Min, Q, Sum
+
+from traces.models import Span, Trace
+
+# SQLite allows 32766 parameters per statement; stay far below it.
+_CHUNK = 500
+
+_TRACE_COLUMNS = (
+    "trace_id", "service_name", "root_span_name", "workflow_name", "start_ns", "end_ns",
+    "duration_ns", "span_count", "error_count", "input_tokens", "output_tokens",
+    "total_tokens", "cost", "model_names", "session_id", "user_id", "first_seen",
+    "last_updated",
+)  # fmt: skip
+
+
+def _chunks(items: list[str]):
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _summaries(trace_ids: list[str]) -> dict[str, dict]:
+    """Each trace's summary, computed from all of its stored spans."""
+    spans = Span.objects.filter(trace_id__in=trace_ids)
+    summaries = {
+        row["trace_id"]: row
+        for row in spans.values("trace_id").annotate(
+            start=Min("start_ns"),
+            end=Max("end_ns"),
+            spans=Count("id"),
+            errors=Count("id", filter=Q(is_error=True)),
+            input=Sum("input_tokens"),
+            output=Sum("output_tokens"),
+            total=Sum("total_tokens"),
+            cost_sum=Sum("cost"),
+            # Deterministic whichever order spans arrived in.
+            workflow=Min("workflow_name", filter=~Q(workflow_name="")),
+            session=Min("session_id", filter=~Q(session_id="")),
+            user=Min("user_id", filter=~Q(user_id="")),
+            any_service=Min("service_name"),
+        )
+    }
+    roots: dict[str, dict] = {}
+    for root in (
+        spans.filter(parent_span_id="")
+        .order_by("start_ns", "span_id")
+        .values("trace_id", "name", "service_name", "workflow_name", "module_name")
+    ):
+        roots.setdefault(root["trace_id"], root)
+    models: dict[str, set[str]] = defaultdict(set)
+    for trace_id, model in spans.exclude(model="").values_list("trace_id", "model").distinct():
+        models[trace_id].add(model)
+
+    for trace_id, summary in summaries.items():
+        root = roots.get(trace_id)
+        summary["root"] = root
+        summary["models"] = sorted(models.get(trace_id, ()))
+    return summaries
+
+
+def _workflow(summary: dict) -> str:
+    """msgflux.workflow.name -> workflow.name (any span, root first) -> root module -> root name."""
+    root = summary["root"]
+    if root and root["workflow_name"]:
+        return root["workflow_name"]
+    if summary["workflow"]:
+        return summary["workflow"]
+    if root:
+        return root["module_name"] or root["name"][:255]
+    return ""
+
+
+def traces_refresh(*, trace_ids: Collection[str], now: datetime) -> set[str]:
+    """Recompute the summary rows of these traces from their spans; return the new ids.
+
+    Recomputing from the span table (rather than adding deltas) keeps the summaries exact
+    when spans arrive over many requests, out of order, children first, or twice.
+    """
+    ids = sorted(trace_ids)
+    existing: set[str] = set()
+    for chunk in _chunks(ids):
+        existing.update(Trace.objects.filter(trace_id__in=chunk).values_list("pk", flat=True))
+
+    rows = []
+    first_seen = connection.ops.adapt_datetimefield_value(now)
+    for chunk in _chunks(ids):
+        for trace_id, summary in _summaries(chunk).items():
+            root = summary["root"]
+            rows.append(
+                (
+                    trace_id,
+                    (root["service_name"] if root else summary["any_service"]) or "",
+                    root["name"] if root else "",
+                    _workflow(summary),
+                    summary["start"],
+                    summary["end"],
+                    summary["end"] - summary["start"],
+                    summary["spans"],
+                    summary["errors"],
+                    summary["input"] or 0,
+                    summary["output"] or 0,
+                    summary["total"] or 0,
+                    summary["cost_sum"] or 0.0,
+                    orjson.dumps(summary["models"]).decode(),
+                    summary["session"] or "",
+                    summary["user"] or "",
+                    first_seen,
+                    first_seen,
+                )
+            )
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(name) for name in _TRACE_COLUMNS)
+    updates = ", ".join(
+        f"{quote(name)} = excluded.{quote(name)}"
+        for name in _TRACE_COLUMNS
+        if name not in ("trace_id", "first_seen")
+    )
+    sql = (
+        f"INSERT INTO {quote(Trace._meta.db_table)} ({columns}) "
+        f"VALUES ({', '.join(['%s'] * len(_TRACE_COLUMNS))}) "
+        f"ON CONFLICT ({quote('trace_id')}) DO UPDATE SET {updates}"
+    )
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
+    return set(ids) - existing
+
+
+def traces_delete(*, trace_ids: Collection[str]) -> int:
+    """Delete traces and all of their spans; return how many traces went."""
+    ids = list(trace_ids)
+    deleted = 0
+    with transaction.atomic():
+        for chunk in _chunks(ids):
+            Span.objects.filter(trace_id__in=chunk).delete()
+            deleted += Trace.objects.filter(trace_id__in=chunk).delete()[0]
+    return deleted
