@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from traces.models import Span
 from traces.services import traces_refresh
+from traces.sql import upsert_sql
 
 logger = logging.getLogger("msgtrace.ingest")
 
@@ -57,23 +58,6 @@ class WriteResult:
     trace_ids: set[str] = field(default_factory=set)
 
 
-def _upsert_sql() -> str:
-    quote = connection.ops.quote_name
-    table = quote(Span._meta.db_table)
-    columns = ", ".join(quote(name) for name in SPAN_COLUMNS)
-    placeholders = ", ".join(["%s"] * len(SPAN_COLUMNS))
-    # Last write wins for a span sent twice; its database id is kept.
-    updates = ", ".join(
-        f"{quote(name)} = excluded.{quote(name)}"
-        for name in SPAN_COLUMNS
-        if name not in ("trace_id", "span_id")
-    )
-    return (
-        f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) "
-        f"ON CONFLICT ({quote('trace_id')}, {quote('span_id')}) DO UPDATE SET {updates}"
-    )
-
-
 def _params(rows: Iterable[dict]) -> list[tuple]:
     params = []
     shared: dict[int, str] = {}
@@ -104,7 +88,10 @@ def write_rows(rows: Sequence[dict]) -> WriteResult:
     trace_ids = {trace_id for trace_id, _ in unique}
     result.trace_ids = trace_ids
     with connection.cursor() as cursor:
-        cursor.executemany(_upsert_sql(), _params(unique.values()))
+        cursor.executemany(
+            upsert_sql(Span, SPAN_COLUMNS, conflict=("trace_id", "span_id")),
+            _params(unique.values()),
+        )
     result.new_trace_ids = traces_refresh(trace_ids=trace_ids, now=timezone.now())
     return result
 

@@ -95,7 +95,7 @@ SECRET_KEY = env_str("MSGTRACE_SECRET_KEY", "") or secrets.token_urlsafe(50)
 # us under its own host name); bound to all interfaces, the operator lists the names.
 _LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
 ALLOWED_HOSTS = env_list("MSGTRACE_ALLOWED_HOSTS") or (
-    ["*"] if HOST in {"0.0.0.0", "::"} else [*_LOOPBACK_HOSTS, HOST]
+    ["*"] if HOST in {"0.0.0.0", "::"} else [*_LOOPBACK_HOSTS, HOST]  # noqa: S104
 )
 
 INSTALLED_APPS = [

@@ -146,6 +146,7 @@ def trace_tree(request: HttpRequest, trace_id: str) -> JsonResponse:
 def stats(request: HttpRequest) -> JsonResponse:
     traces = Trace.objects.all()
     totals = traces.totals()
+    count = totals["traces"]
     p50 = traces.duration_percentile(0.50)
     p95 = traces.duration_percentile(0.95)
     return JsonResponse(
@@ -153,9 +154,7 @@ def stats(request: HttpRequest) -> JsonResponse:
             "total_traces": totals["traces"],
             "total_spans": totals["spans"],
             "traces_with_errors": totals["traces_with_errors"],
-            "error_rate": totals["traces_with_errors"] / totals["traces"]
-            if totals["traces"]
-            else 0.0,
+            "error_rate": totals["traces_with_errors"] / count if count else 0.0,
             "input_tokens": totals["input_tokens"],
             "output_tokens": totals["output_tokens"],
             "total_tokens": totals["total_tokens"],

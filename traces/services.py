@@ -11,6 +11,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Max, Min, Q, Sum
 
 from traces.models import Span, Trace
+from traces.sql import upsert_sql
 
 # SQLite allows 32766 parameters per statement; stay far below it.
 _CHUNK = 500
@@ -117,18 +118,7 @@ def traces_refresh(*, trace_ids: Collection[str], now: datetime) -> set[str]:
                     first_seen,
                 )
             )
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(name) for name in _TRACE_COLUMNS)
-    updates = ", ".join(
-        f"{quote(name)} = excluded.{quote(name)}"
-        for name in _TRACE_COLUMNS
-        if name not in ("trace_id", "first_seen")
-    )
-    sql = (
-        f"INSERT INTO {quote(Trace._meta.db_table)} ({columns}) "
-        f"VALUES ({', '.join(['%s'] * len(_TRACE_COLUMNS))}) "
-        f"ON CONFLICT ({quote('trace_id')}) DO UPDATE SET {updates}"
-    )
+    sql = upsert_sql(Trace, _TRACE_COLUMNS, conflict=("trace_id",), keep=("first_seen",))
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
     return set(ids) - existing
