@@ -338,6 +338,8 @@ def _json_list(obj: dict, camel: str, snake: str) -> list:
 
 
 def decode_json(body: bytes) -> Decoded:
+    if not body.strip():
+        return Decoded()  # as an empty protobuf body is an empty request
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:

@@ -118,7 +118,8 @@ class Writer:
     def submit(self, rows: list[dict]) -> Future:
         future: Future = Future()
         with self._condition:
-            if self._pending_spans + len(rows) > self.max_pending_spans and self._pending:
+            # Waiting or being written both count; an idle writer always takes a batch.
+            if self._pending_spans and self._pending_spans + len(rows) > self.max_pending_spans:
                 raise StoreUnavailable(
                     f"{self._pending_spans} spans are already waiting to be written"
                 )

@@ -146,9 +146,14 @@ TEMPLATES = [
     },
 ]
 
+# How long a write waits for a lock before ingest answers 503 (and a page gives up).
+DB_TIMEOUT = env_int("MSGTRACE_DB_TIMEOUT", 10, minimum=1, maximum=600)
+
 _database_url = env_str("MSGTRACE_DATABASE_URL", "")
 if _database_url:
     DATABASES = {"default": database_from_url("MSGTRACE_DATABASE_URL", _database_url)}
+    _options = DATABASES["default"]["OPTIONS"]
+    _options["options"] = f"{_options.get('options', '')} -c lock_timeout={DB_TIMEOUT * 1000}"
 else:
     DB_PATH = Path(env_str("MSGTRACE_DB_PATH", "msgtrace.db")).expanduser().resolve()
     if DB_PATH.is_dir():
@@ -170,7 +175,7 @@ else:
                 # Take the write lock at BEGIN, so a transaction never fails half-way
                 # on an upgrade from a read lock; wait for it rather than failing.
                 "transaction_mode": "IMMEDIATE",
-                "timeout": 10,
+                "timeout": DB_TIMEOUT,
             },
         }
     }
