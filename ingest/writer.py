@@ -20,7 +20,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.utils import timezone
 
 from traces.models import Span
-from traces.services import traces_refresh
+from traces.services import traces_claim, traces_refresh
 from traces.sql import upsert_sql
 
 logger = logging.getLogger("msgtrace.ingest")
@@ -87,12 +87,14 @@ def write_rows(rows: Sequence[dict]) -> WriteResult:
         return result
     trace_ids = {trace_id for trace_id, _ in unique}
     result.trace_ids = trace_ids
+    now = timezone.now()
+    result.new_trace_ids = traces_claim(trace_ids=trace_ids, now=now)
     with connection.cursor() as cursor:
         cursor.executemany(
             upsert_sql(Span, SPAN_COLUMNS, conflict=("trace_id", "span_id")),
             _params(unique.values()),
         )
-    result.new_trace_ids = traces_refresh(trace_ids=trace_ids, now=timezone.now())
+    traces_refresh(trace_ids=trace_ids, now=now)
     return result
 
 

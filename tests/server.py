@@ -70,6 +70,12 @@ class MsgtraceServer:
         server.launch()
         return server
 
+    def sibling(self, port: int) -> MsgtraceServer:
+        """A second process on the same database (its stop() leaves the database alone)."""
+        server = MsgtraceServer(None, port, self.directory, dict(self.env), None, self.db_path)
+        server.launch()
+        return server
+
     def launch(self) -> None:
         script = Path(sys.executable).parent / "msgtrace"
         log = open(self.directory / f"server-{self.port}.log", "ab")  # noqa: SIM115

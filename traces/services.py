@@ -80,20 +80,41 @@ def _workflow(summary: dict) -> str:
     return ""
 
 
-def traces_refresh(*, trace_ids: Collection[str], now: datetime) -> set[str]:
-    """Recompute the summary rows of these traces from their spans; return the new ids.
+def traces_claim(*, trace_ids: Collection[str], now: datetime) -> set[str]:
+    """Create any missing summary rows and lock them all until commit; return the new ids.
+
+    Several processes may write spans of one trace at once (PostgreSQL behind a load
+    balancer). Each takes its traces' row locks before inserting spans, so the last writer
+    recomputes the summary after the others committed and sees all of their spans.
+    """
+    ids = sorted(trace_ids)  # one lock order everywhere: no deadlocks
+    existing: set[str] = set()
+    for chunk in _chunks(ids):
+        existing.update(Trace.objects.filter(trace_id__in=chunk).values_list("pk", flat=True))
+    stamp = connection.ops.adapt_datetimefield_value(now)
+    placeholder = (0, 0, 0, 0, 0, 0, 0, 0, 0.0, "[]", "", "", stamp, stamp)
+    rows = [(trace_id, "", "", "", *placeholder) for trace_id in ids]
+    # ON CONFLICT DO UPDATE (not DO NOTHING) so that an existing row is locked too.
+    sql = upsert_sql(
+        Trace,
+        _TRACE_COLUMNS,
+        conflict=("trace_id",),
+        keep=[name for name in _TRACE_COLUMNS if name != "last_updated"],
+    )
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
+    return set(ids) - existing
+
+
+def traces_refresh(*, trace_ids: Collection[str], now: datetime) -> None:
+    """Recompute the summary rows of these traces from their spans.
 
     Recomputing from the span table (rather than adding deltas) keeps the summaries exact
     when spans arrive over many requests, out of order, children first, or twice.
     """
-    ids = sorted(trace_ids)
-    existing: set[str] = set()
-    for chunk in _chunks(ids):
-        existing.update(Trace.objects.filter(trace_id__in=chunk).values_list("pk", flat=True))
-
     rows = []
-    first_seen = connection.ops.adapt_datetimefield_value(now)
-    for chunk in _chunks(ids):
+    stamp = connection.ops.adapt_datetimefield_value(now)
+    for chunk in _chunks(sorted(trace_ids)):
         for trace_id, summary in _summaries(chunk).items():
             root = summary["root"]
             rows.append(
@@ -114,14 +135,13 @@ def traces_refresh(*, trace_ids: Collection[str], now: datetime) -> set[str]:
                     orjson.dumps(summary["models"]).decode(),
                     summary["session"] or "",
                     summary["user"] or "",
-                    first_seen,
-                    first_seen,
+                    stamp,
+                    stamp,
                 )
             )
     sql = upsert_sql(Trace, _TRACE_COLUMNS, conflict=("trace_id",), keep=("first_seen",))
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
-    return set(ids) - existing
 
 
 def traces_delete(*, trace_ids: Collection[str]) -> int:

@@ -172,3 +172,41 @@ def test_a_malformed_setting_stops_start_up_naming_the_variable(tmp_path, variab
     assert variable in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "x.db").exists()
+
+
+def test_two_server_processes_writing_one_trace_keep_its_summary_exact(server, free_port):
+    """Scaled out: spans of the same traces land through two processes at once."""
+    other = server.sibling(free_port())
+    try:
+        traces = {otlp.new_trace_id(): otlp.new_span_id() for _ in range(8)}
+        batches = []
+        for trace_id, root in traces.items():
+            spans = [otlp.span(trace_id, root, "root", duration_ms=500)] + [
+                otlp.span(trace_id, otlp.new_span_id(), f"c{i}", parent=root, start_ms=i,
+                          gen_ai__usage__input_tokens=3)
+                for i in range(60)
+            ]  # fmt: skip
+            batches += [spans[i : i + 5] for i in range(0, len(spans), 5)]
+        errors = []
+
+        def send(target, part):
+            for batch in part:
+                status = target.post(otlp.body(*batch))[0]
+                if status != 200:
+                    errors.append(status)
+
+        threads = [
+            threading.Thread(target=send, args=(target, batches[n::4]))
+            for n, target in enumerate([server, other, server, other])
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        for trace_id in traces:
+            trace = server.get_json(f"/api/v1/traces/{trace_id}")
+            assert (trace["span_count"], trace["input_tokens"]) == (61, 180)
+            assert trace["root_span_name"] == "root"
+    finally:
+        other.stop()
