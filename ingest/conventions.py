@@ -116,6 +116,18 @@ SPAN_TYPE_VALUES = {
 # Generic labels that a more telling attribute below may refine.
 _GENERIC_TYPES = {"flow", "module", "task", "workflow", "chain"}
 
+# Label columns and their sizes in traces.models.Span: values are cut to fit, since
+# PostgreSQL refuses (and would fail the whole batch on) a value that does not.
+LABEL_LIMITS = {
+    "model": 255,
+    "provider": 64,
+    "operation": 64,
+    "workflow_name": 255,
+    "module_name": 255,
+    "session_id": 255,
+    "user_id": 255,
+}
+
 _MAX_INT = 2**63 - 1
 
 
@@ -204,9 +216,8 @@ def derive_columns(attributes: dict[str, Any]) -> dict[str, Any]:
         columns[column] = as_count(first(attributes, COLUMN_KEYS[column]))
     if not columns["total_tokens"]:
         columns["total_tokens"] = columns["input_tokens"] + columns["output_tokens"]
-    for column in ("model", "provider", "workflow_name", "module_name", "session_id", "user_id"):
-        columns[column] = as_label(first(attributes, COLUMN_KEYS[column]))
-    columns["operation"] = as_label(first(attributes, COLUMN_KEYS["operation"]), 64)
+    for column, limit in LABEL_LIMITS.items():
+        columns[column] = as_label(first(attributes, COLUMN_KEYS[column]), limit)
 
     cost = as_amount(first(attributes, COST_TOTAL_KEYS))
     for family in COST_PART_FAMILIES if cost is None else ():

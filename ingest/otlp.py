@@ -154,12 +154,18 @@ def _pb_value(value, clean: _Cleaner, path: str, depth: int) -> Any:
     return None
 
 
-def _pb_attributes(key_values, clean: _Cleaner) -> dict[str, Any]:
+def _pb_attributes(key_values, clean: _Cleaner, prefix: str = "") -> dict[str, Any]:
     attributes = {}
     for kv in key_values:
         key = clean.text(kv.key)
-        attributes[key] = _pb_value(kv.value, clean, key, 0)
+        attributes[key] = _pb_value(kv.value, clean, prefix + key, 0)
     return attributes
+
+
+def _note_truncations(target: dict, clean: _Cleaner) -> dict:
+    if clean.truncated:
+        target[TRUNCATED_KEY] = clean.truncated
+    return target
 
 
 def decode_protobuf(body: bytes) -> Decoded:
@@ -179,7 +185,9 @@ def decode_protobuf(body: bytes) -> Decoded:
     limit = settings.MSGTRACE_MAX_ATTRIBUTE_CHARS
     for resource_spans in request.resource_spans:
         resource_clean = _Cleaner(limit)
-        resource = _pb_attributes(resource_spans.resource.attributes, resource_clean)
+        resource = _note_truncations(
+            _pb_attributes(resource_spans.resource.attributes, resource_clean), resource_clean
+        )
         for scope_spans in resource_spans.scope_spans:
             scope_clean = _Cleaner(limit)
             scope = {
@@ -188,14 +196,15 @@ def decode_protobuf(body: bytes) -> Decoded:
             }
             if scope_spans.scope.attributes:
                 scope["attributes"] = _pb_attributes(scope_spans.scope.attributes, scope_clean)
+            _note_truncations(scope, scope_clean)
             for span in scope_spans.spans:
                 clean = _Cleaner(limit)
                 events = []
-                for event in span.events:
+                for index, event in enumerate(span.events):
                     item = {
                         "name": clean.text(event.name),
                         "time_unix_nano": event.time_unix_nano,
-                        "attributes": _pb_attributes(event.attributes, clean),
+                        "attributes": _pb_attributes(event.attributes, clean, f"events.{index}."),
                     }
                     if event.dropped_attributes_count:
                         item["dropped_attributes_count"] = event.dropped_attributes_count
@@ -205,9 +214,9 @@ def decode_protobuf(body: bytes) -> Decoded:
                         "trace_id": link.trace_id.hex(),
                         "span_id": link.span_id.hex(),
                         "trace_state": clean.text(link.trace_state),
-                        "attributes": _pb_attributes(link.attributes, clean),
+                        "attributes": _pb_attributes(link.attributes, clean, f"links.{index}."),
                     }
-                    for link in span.links
+                    for index, link in enumerate(span.links)
                 ]
                 _add_row(
                     decoded,
@@ -314,13 +323,16 @@ def _json_value(value: Any, clean: _Cleaner, path: str, depth: int) -> Any:
                 return [] if key.startswith("array") else {}
             if key.startswith("array"):
                 return [_json_value(v, clean, path, depth + 1) for v in values]
-            return _json_attributes(values, clean, depth + 1)
+            return _json_attributes(values, clean, depth=depth + 1, path=path)
         if key in ("bytesValue", "bytes_value"):
             return item if isinstance(item, str) else None
     return None
 
 
-def _json_attributes(items: Any, clean: _Cleaner, depth: int = 0) -> dict[str, Any]:
+def _json_attributes(
+    items: Any, clean: _Cleaner, prefix: str = "", depth: int = 0, path: str | None = None
+) -> dict[str, Any]:
+    """Attributes from a JSON KeyValue list; nested values report cuts under their top key."""
     attributes = {}
     if not isinstance(items, list):
         return attributes
@@ -328,7 +340,9 @@ def _json_attributes(items: Any, clean: _Cleaner, depth: int = 0) -> dict[str, A
         if not isinstance(kv, dict) or not isinstance(kv.get("key"), str):
             continue
         key = clean.text(kv["key"])
-        attributes[key] = _json_value(kv.get("value"), clean, key if depth == 0 else "", depth)
+        attributes[key] = _json_value(
+            kv.get("value"), clean, prefix + key if path is None else path, depth
+        )
     return attributes
 
 
@@ -358,8 +372,11 @@ def decode_json(body: bytes) -> Decoded:
             raise PayloadError("resourceSpans entries must be objects")
         resource_obj = _get(resource_spans, "resource", "resource", {})
         resource_clean = _Cleaner(limit)
-        resource = _json_attributes(
-            resource_obj.get("attributes") if isinstance(resource_obj, dict) else None,
+        resource = _note_truncations(
+            _json_attributes(
+                resource_obj.get("attributes") if isinstance(resource_obj, dict) else None,
+                resource_clean,
+            ),
             resource_clean,
         )
         for scope_spans in _json_list(resource_spans, "scopeSpans", "scope_spans"):
@@ -374,6 +391,7 @@ def decode_json(body: bytes) -> Decoded:
             }
             if scope_obj.get("attributes"):
                 scope["attributes"] = _json_attributes(scope_obj["attributes"], scope_clean)
+            _note_truncations(scope, scope_clean)
             for span in _json_list(scope_spans, "spans", "spans"):
                 if not isinstance(span, dict):
                     decoded.reject("span is not an object")
@@ -390,7 +408,7 @@ def _add_json_span(decoded: Decoded, span: dict, resource: dict, scope: dict, li
     status = _get(span, "status", "status", {})
     status = status if isinstance(status, dict) else {}
     events = []
-    for event in _json_list(span, "events", "events"):
+    for index, event in enumerate(_json_list(span, "events", "events")):
         if not isinstance(event, dict):
             continue
         item = {
@@ -398,14 +416,14 @@ def _add_json_span(decoded: Decoded, span: dict, resource: dict, scope: dict, li
             "time_unix_nano": _json_int(
                 _get(event, "timeUnixNano", "time_unix_nano"), "event timeUnixNano"
             ),
-            "attributes": _json_attributes(event.get("attributes"), clean),
+            "attributes": _json_attributes(event.get("attributes"), clean, f"events.{index}."),
         }
         dropped = _get(event, "droppedAttributesCount", "dropped_attributes_count", 0)
         if dropped:
             item["dropped_attributes_count"] = _json_int(dropped, "droppedAttributesCount")
         events.append(item)
     links = []
-    for link in _json_list(span, "links", "links"):
+    for index, link in enumerate(_json_list(span, "links", "links")):
         if not isinstance(link, dict):
             continue
         links.append(
@@ -413,7 +431,7 @@ def _add_json_span(decoded: Decoded, span: dict, resource: dict, scope: dict, li
                 "trace_id": _json_id(_get(link, "traceId", "trace_id"), 16, "link traceId").hex(),
                 "span_id": _json_id(_get(link, "spanId", "span_id"), 8, "link spanId").hex(),
                 "trace_state": clean.text(str(_get(link, "traceState", "trace_state", ""))),
-                "attributes": _json_attributes(link.get("attributes"), clean),
+                "attributes": _json_attributes(link.get("attributes"), clean, f"links.{index}."),
             }
         )
     _add_row(
@@ -476,8 +494,7 @@ def _add_row(
     # Our columns are signed 64-bit; nanosecond times fit until the year 2262.
     start_ns = min(start_ns, _INT64_MAX)
     end_ns = min(max(end_ns, start_ns), _INT64_MAX)
-    if clean.truncated:
-        attributes[TRUNCATED_KEY] = clean.truncated
+    _note_truncations(attributes, clean)
     columns = derive_columns(attributes)
     service = resource.get("service.name")
     decoded.rows.append(

@@ -10,5 +10,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "msgtrace_site.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+# Our CSS/JS and the admin's, straight from the source tree (no collectstatic step);
+# handled at the ASGI layer so the async ingest view never passes through sync middleware.
+application = ProtocolTypeRouter({"http": ASGIStaticFilesHandler(django_asgi_app)})

@@ -71,3 +71,15 @@ def test_home_page_shows_this_servers_endpoint(client):
     response = client.get("/", HTTP_HOST="localhost:4321")
     assert response.status_code == 200
     assert b"http://localhost:4321/v1/traces" in response.content
+
+
+def test_db_path_with_a_database_url_is_refused(tmp_path):
+    result = subprocess.run(
+        [MSGTRACE, "start", "--db-path", str(tmp_path / "x.db")],
+        env={"PATH": "/usr/bin:/bin", "MSGTRACE_DATABASE_URL": "postgres://nobody@127.0.0.1:1/x"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "--db-path is for SQLite" in result.stderr

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import wraps
 
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_http_methods
 
 from search.filters import TraceFilter
 from traces.models import Span, Trace
@@ -15,6 +15,14 @@ from traces.services import traces_delete
 from traces.tree import build_tree
 
 MAX_LIMIT = 1000
+
+
+class ParameterError(ValueError):
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name, self.message = name, message
+
+
 _STATUS_NAMES = {0: "UNSET", 1: "OK", 2: "ERROR"}
 
 
@@ -60,10 +68,20 @@ def span_dict(span: Span) -> dict:
         "status": {"code": _STATUS_NAMES[span.status_code], "message": span.status_message},
         "service_name": span.service_name,
         "model": span.model,
+        "provider": span.provider,
+        "operation": span.operation,
+        "module_name": span.module_name,
+        "workflow_name": span.workflow_name,
+        "session_id": span.session_id,
+        "user_id": span.user_id,
         "input_tokens": span.input_tokens,
         "output_tokens": span.output_tokens,
         "total_tokens": span.total_tokens,
+        "cache_read_tokens": span.cache_read_tokens,
+        "cache_write_tokens": span.cache_write_tokens,
+        "reasoning_tokens": span.reasoning_tokens,
         "cost": span.cost,
+        "currency": span.currency,
         "attributes": span.attributes,
         "events": span.events,
         "links": span.links,
@@ -76,6 +94,28 @@ def error(status: int, message: str, **extra) -> JsonResponse:
     return JsonResponse({"error": message, **extra}, status=status)
 
 
+def api_view(*methods: str):
+    """Allow these methods (HEAD with GET); others get a JSON 405 naming the allowed ones.
+
+    The API is for programs, not forms: no CSRF cookie check, so a wrong method is a 405
+    rather than the CSRF failure page. (Authentication comes with API keys.)
+    """
+    allowed = {*methods, "HEAD"} if "GET" in methods else set(methods)
+
+    def decorator(view):
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if request.method not in allowed:
+                response = error(405, f"method {request.method} not allowed")
+                response["Allow"] = ", ".join(sorted(allowed))
+                return response
+            return view(request, *args, **kwargs)
+
+        return csrf_exempt(wrapper)
+
+    return decorator
+
+
 def _int_param(request: HttpRequest, name: str, default: int, maximum: int) -> int:
     raw = request.GET.get(name)
     if raw is None or raw == "":
@@ -83,9 +123,9 @@ def _int_param(request: HttpRequest, name: str, default: int, maximum: int) -> i
     try:
         value = int(raw)
     except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw[:40]!r}") from None
+        raise ParameterError(name, f"must be an integer, got {raw[:40]!r}") from None
     if value < 0 or value > maximum:
-        raise ValueError(f"{name} must be between 0 and {maximum}, got {value}")
+        raise ParameterError(name, f"must be between 0 and {maximum}, got {value}")
     return value
 
 
@@ -97,17 +137,17 @@ def _trace_or_404(trace_id: str) -> Trace | JsonResponse:
     return trace
 
 
-@require_GET
+@api_view("GET")
 def trace_list(request: HttpRequest) -> JsonResponse:
     try:
         limit = _int_param(request, "limit", 50, MAX_LIMIT)
         offset = _int_param(request, "offset", 0, 10_000_000)
-    except ValueError as exc:
-        return error(400, str(exc))
+    except ParameterError as exc:
+        return error(400, f"{exc.name}: {exc.message}", parameter=exc.name)
     filterset = TraceFilter(request.GET, queryset=Trace.objects.newest_first())
     if not filterset.is_valid():
         field, messages = next(iter(filterset.errors.items()))
-        return error(400, f"{field} {messages[0]}", parameter=field)
+        return error(400, f"{field}: {messages[0]}", parameter=field)
     queryset = filterset.qs
     traces = list(queryset[offset : offset + limit])
     return JsonResponse(
@@ -120,8 +160,7 @@ def trace_list(request: HttpRequest) -> JsonResponse:
     )
 
 
-@csrf_exempt  # a JSON API for programs; issue-10 auth will guard it with keys
-@require_http_methods(["GET", "DELETE"])
+@api_view("GET", "DELETE")
 def trace_detail(request: HttpRequest, trace_id: str) -> JsonResponse:
     trace = _trace_or_404(trace_id)
     if isinstance(trace, JsonResponse):
@@ -133,7 +172,7 @@ def trace_detail(request: HttpRequest, trace_id: str) -> JsonResponse:
     return JsonResponse({**trace_summary(trace), "spans": [span_dict(span) for span in spans]})
 
 
-@require_GET
+@api_view("GET")
 def trace_tree(request: HttpRequest, trace_id: str) -> JsonResponse:
     trace = _trace_or_404(trace_id)
     if isinstance(trace, JsonResponse):
@@ -142,7 +181,7 @@ def trace_tree(request: HttpRequest, trace_id: str) -> JsonResponse:
     return JsonResponse(build_tree(spans, span_dict), safe=False)
 
 
-@require_GET
+@api_view("GET")
 def stats(request: HttpRequest) -> JsonResponse:
     traces = Trace.objects.all()
     totals = traces.totals()
@@ -165,7 +204,7 @@ def stats(request: HttpRequest) -> JsonResponse:
     )
 
 
-@require_GET
+@api_view("GET")
 def health(request: HttpRequest) -> JsonResponse:
     try:
         with connection.cursor() as cursor:

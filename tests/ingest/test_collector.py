@@ -454,3 +454,16 @@ def test_a_span_whose_parent_never_arrives_hangs_under_the_root_as_orphan(server
     assert tree["span"]["name"] == "root"
     assert tree["children"][0]["span"]["name"] == "stray"
     assert tree["children"][0]["orphan"] is True
+
+
+def test_over_long_names_and_labels_are_cut_to_fit_not_refused(server):
+    trace_id = otlp.new_trace_id()
+    sp = otlp.span(trace_id, otlp.new_span_id(), "n" * 5000, gen_ai__system="p" * 300,
+                   gen_ai__request__model="m" * 400, workflow__name="w" * 1000,
+                   gen_ai__operation__name="o" * 100, session__id="s" * 300)  # fmt: skip
+    status, _, _ = server.post(otlp.body(sp, service="v" * 1000))
+    assert status == 200
+    trace = server.get_json(f"/api/v1/traces/{trace_id}")
+    assert len(trace["root_span_name"]) == 1024
+    assert len(trace["service_name"]) == 255 and len(trace["workflow_name"]) == 255
+    assert trace["spans"][0]["provider"] == "p" * 64

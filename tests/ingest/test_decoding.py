@@ -281,3 +281,60 @@ def test_all_zero_parent_means_no_parent_and_end_before_start_means_zero_duratio
     row = decode_protobuf(otlp.body(sp)).rows[0]
     assert row["parent_span_id"] == ""
     assert row["duration_ns"] == 0
+
+
+def test_every_cut_is_recorded_with_its_original_length(settings):
+    settings.MSGTRACE_MAX_ATTRIBUTE_CHARS = 64
+    long = "y" * 100
+    sp = otlp.span(otlp.new_trace_id(), otlp.new_span_id(), "cut", top=long, nested={"inner": long})
+    sp.events.add(name="e").attributes.add(key="top", value=otlp.any_value(long))
+    request = otlp.request(sp)
+    request.resource_spans[0].resource.attributes.add(key="host", value=otlp.any_value(long))
+    row = decode_protobuf(request.SerializeToString()).rows[0]
+    assert row["attributes"]["msgtrace.truncated"] == {
+        "top": 100,
+        "nested": 100,
+        "events.0.top": 100,
+    }
+    assert row["attributes"]["top"] == "y" * 64 and row["attributes"]["nested"]["inner"] == "y" * 64
+    assert row["resource_attributes"]["msgtrace.truncated"] == {"host": 100}
+
+    json_row = decode_json(
+        _json(
+            [
+                {
+                    "traceId": otlp.new_trace_id(),
+                    "spanId": otlp.new_span_id(),
+                    "attributes": [
+                        {"key": "top", "value": {"stringValue": long}},
+                        {"key": "nested", "value": {"kvlistValue": {"values": [
+                            {"key": "inner", "value": {"stringValue": long}}]}}},
+                    ],
+                    "events": [{"name": "e", "attributes": [
+                        {"key": "top", "value": {"stringValue": long}}]}],
+                }
+            ],
+            resource=[{"key": "host", "value": {"stringValue": long}}],
+        )
+    ).rows[0]  # fmt: skip
+    assert json_row["attributes"]["msgtrace.truncated"] == row["attributes"]["msgtrace.truncated"]
+    assert json_row["resource_attributes"]["msgtrace.truncated"] == {"host": 100}
+
+
+def test_label_limits_fit_the_span_columns():
+    from ingest.conventions import LABEL_LIMITS
+    from traces.models import Span
+
+    for column, limit in LABEL_LIMITS.items():
+        assert Span._meta.get_field(column).max_length == limit, column
+    long = {
+        "gen_ai.system": "p" * 500,
+        "gen_ai.request.model": "m" * 500,
+        "gen_ai.operation.name": "o" * 500,
+    }
+    columns = derive_columns(long)
+    assert (len(columns["provider"]), len(columns["model"]), len(columns["operation"])) == (
+        64,
+        255,
+        64,
+    )

@@ -25,6 +25,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
+        if options["db_path"] and connection.vendor != "sqlite":
+            raise CommandError("--db-path is for SQLite; MSGTRACE_DATABASE_URL is set")
         if not options["no_migrate"]:
             self._migrate()
         # Imported here: daphne.server installs Twisted's asyncio reactor on import.
