@@ -656,7 +656,8 @@ class Client:
                 outcome.last_ok = max(outcome.last_ok, finished)
                 return
             if status in (429, 502, 503, 504):  # retryable, as for an OTLP exporter
-                time.sleep(min(float(response.getheader("Retry-After") or 1), 5))
+                retry_after = response.getheader("Retry-After") or "1"
+                time.sleep(min(float(retry_after) if retry_after.isdigit() else 1.0, 5.0))
                 continue
             return  # final: the exporter would drop the batch
 
@@ -796,13 +797,19 @@ def run_once(args: argparse.Namespace, label: str) -> Result:
     non_ok = {k: v for k, v in outcome.statuses.items() if k != 200}
     non_ok_warm = {k: v for k, v in warm.statuses.items() if k != 200}
     cpu = [f"client CPU {client_cpu:.2f} s ({client_cpu / wall:.0%} of a core)"]
+    server_cpu = 0.0
     if server_cpu_before is not None and server_cpu_after is not None:
         server_cpu = server_cpu_after - server_cpu_before
         cpu.append(f"server CPU {server_cpu:.2f} s ({server_cpu / wall:.0%} of a core)")
     if machine_before and machine_after:
         busy = machine_after[0] - machine_before[0]
         total = machine_after[1] - machine_before[1]
-        cpu.append(f"machine {busy / total:.0%} busy over {os.cpu_count()} cores")
+        # Everything else: PostgreSQL's backends, or whatever else shares the machine.
+        rest = max(busy - client_cpu - server_cpu, 0.0)
+        cpu.append(
+            f"machine {busy / total:.0%} busy over {os.cpu_count()} cores "
+            f"(rest of machine {rest / wall:.0%} of a core)"
+        )
     print(
         f"  {len(outcome.latencies)} requests OK in {wall:.2f} s, "
         f"{body_bytes / wall / 1e6:.1f} MB/s; non-200: {non_ok or 'none'}"
@@ -820,10 +827,10 @@ def run_once(args: argparse.Namespace, label: str) -> Result:
     verified = (
         f"verified {timed_stored:,} stored"
         if stored == expected
-        else f"MISMATCH: {timed_stored:,} stored"
+        else f"MISMATCH: total_spans grew by {stored:,}, expected {expected:,} incl. warm-up"
     )
     line = (
-        f"{label:<8}{encoding:<10}{args.batch}-span batches  {args.clients} clients: "
+        f"{label}  {encoding}  {args.batch}-span batches  {args.clients} clients: "
         f"{rate:,.0f} spans/s committed  p50 {p50:.1f} ms  p99 {p99:.1f} ms  "
         f"({outcome.acknowledged:,} spans, {verified})"
     )
