@@ -9,38 +9,20 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from operator import itemgetter
 
-import orjson
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from ingest.otlp import SPAN_COLUMNS
 from traces.models import Span
 from traces.services import traces_claim, traces_refresh
 from traces.sql import upsert_sql
 
 logger = logging.getLogger("msgtrace.ingest")
-
-# The columns a decoded row fills, in insert order.
-SPAN_COLUMNS = (
-    "trace_id", "span_id", "parent_span_id", "name", "kind", "span_type",
-    "start_ns", "end_ns", "duration_ns", "status_code", "status_message", "is_error",
-    "service_name", "model", "operation", "provider", "workflow_name", "module_name",
-    "session_id", "user_id", "input_tokens", "output_tokens", "total_tokens",
-    "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "cost", "currency",
-    "attributes", "events", "links", "resource_attributes", "scope",
-)  # fmt: skip
-_JSON_COLUMNS = frozenset({"attributes", "events", "links", "resource_attributes", "scope"})
-_JSON_POSITIONS = [i for i, name in enumerate(SPAN_COLUMNS) if name in _JSON_COLUMNS]
-# Resource and scope dicts are shared by every span of a batch: serialise each once.
-_SHARED_JSON_POSITIONS = frozenset(
-    {SPAN_COLUMNS.index("resource_attributes"), SPAN_COLUMNS.index("scope")}
-)
-_row_values = itemgetter(*SPAN_COLUMNS)
 
 
 class StoreUnavailable(Exception):
@@ -58,30 +40,10 @@ class WriteResult:
     trace_ids: set[str] = field(default_factory=set)
 
 
-def _params(rows: Iterable[dict]) -> list[tuple]:
-    params = []
-    shared: dict[int, str] = {}
-    dumps = orjson.dumps
-    for row in rows:
-        values = list(_row_values(row))
-        for position in _JSON_POSITIONS:
-            value = values[position]
-            if position in _SHARED_JSON_POSITIONS:
-                key = id(value)
-                text = shared.get(key)
-                if text is None:
-                    text = shared[key] = dumps(value).decode()
-                values[position] = text
-            else:
-                values[position] = dumps(value).decode()
-        params.append(tuple(values))
-    return params
-
-
-def write_rows(rows: Sequence[dict]) -> WriteResult:
-    """Upsert span rows and refresh their traces' summaries, in the caller's transaction."""
-    # The same span twice in one batch: keep the last, as a re-sent batch would.
-    unique = {(row["trace_id"], row["span_id"]): row for row in rows}
+def write_spans(params: Sequence[tuple]) -> WriteResult:
+    """Upsert spans (``SPAN_COLUMNS`` tuples) and refresh their traces, in one transaction."""
+    # The same span twice: keep the last, as a re-sent batch would.
+    unique = {(row[0], row[1]): row for row in params}
     result = WriteResult(spans=len(unique))
     if not unique:
         return result
@@ -92,7 +54,7 @@ def write_rows(rows: Sequence[dict]) -> WriteResult:
     with connection.cursor() as cursor:
         cursor.executemany(
             upsert_sql(Span, SPAN_COLUMNS, conflict=("trace_id", "span_id")),
-            _params(unique.values()),
+            list(unique.values()),
         )
     traces_refresh(trace_ids=trace_ids, now=now)
     return result
@@ -160,7 +122,7 @@ class Writer:
     def _write_group(self, group: list[_Pending]) -> None:
         try:
             with transaction.atomic():
-                results = [write_rows(item.rows) for item in group]
+                results = [write_spans(item.rows) for item in group]
         except (OperationalError, InterfaceError) as exc:
             # Locked, disk full, connection lost: transient. Reconnect next time.
             logger.warning("ingest: write failed, answering 503: %s", exc)

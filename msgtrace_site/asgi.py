@@ -12,6 +12,8 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-# Our CSS/JS and the admin's, straight from the source tree (no collectstatic step);
-# handled at the ASGI layer so the async ingest view never passes through sync middleware.
-application = ProtocolTypeRouter({"http": ASGIStaticFilesHandler(django_asgi_app)})
+from ingest.views import CollectorApp  # noqa: E402
+
+# The OTLP collector first (plain ASGI, see ingest/views.py); then our CSS/JS and the
+# admin's, straight from the source tree (no collectstatic step); then Django.
+application = ProtocolTypeRouter({"http": CollectorApp(ASGIStaticFilesHandler(django_asgi_app))})

@@ -199,6 +199,11 @@ MSGTRACE_MAX_ATTRIBUTE_CHARS = env_int("MSGTRACE_MAX_ATTRIBUTE_CHARS", 65536, mi
 # Spans waiting for the writer; beyond this, ingest answers 503 + Retry-After
 # instead of buffering without bound.
 MSGTRACE_MAX_PENDING_SPANS = env_int("MSGTRACE_MAX_PENDING_SPANS", 200_000, minimum=1000)
+# Processes that decode OTLP bodies beside the server process; 0 decodes in a thread of
+# the server process itself. One per core beyond the first, up to 4.
+MSGTRACE_DECODE_WORKERS = env_int(
+    "MSGTRACE_DECODE_WORKERS", max(1, min(4, (os.cpu_count() or 1) - 1)), maximum=32
+)
 # Django reads the raw body; the ingest view enforces MSGTRACE_MAX_BODY_BYTES itself.
 DATA_UPLOAD_MAX_MEMORY_SIZE = None
 

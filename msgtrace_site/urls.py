@@ -1,13 +1,10 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from ingest.views import export_traces
 from traces import api
 
+# The OTLP collector (/v1/traces, /api/v1/traces/export) is mounted in asgi.py.
 urlpatterns = [
-    # OTLP/HTTP: the standard path, and the one msgtrace-sdk posts to.
-    path("v1/traces", export_traces, name="otlp_traces"),
-    path("api/v1/traces/export", export_traces, name="otlp_traces_sdk"),
     path("api/v1/traces", api.trace_list, name="api_trace_list"),
     path("api/v1/traces/<str:trace_id>", api.trace_detail, name="api_trace_detail"),
     path("api/v1/traces/<str:trace_id>/tree", api.trace_tree, name="api_trace_tree"),

@@ -48,25 +48,6 @@ def test_start_options_choose_the_sqlite_file_and_port(tmp_path, free_port):
 
 
 @pytest.mark.django_db
-def test_cors_preflight_for_browser_exporters(client, settings):
-    settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
-    response = client.options(
-        "/v1/traces",
-        HTTP_ORIGIN="https://app.example.com",
-        HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
-        HTTP_ACCESS_CONTROL_REQUEST_HEADERS="content-type",
-    )
-    assert response.status_code == 200
-    assert response["Access-Control-Allow-Origin"] == "https://app.example.com"
-    response = client.options(
-        "/v1/traces",
-        HTTP_ORIGIN="https://evil.example.net",
-        HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
-    )
-    assert "Access-Control-Allow-Origin" not in response
-
-
-@pytest.mark.django_db
 def test_home_page_shows_this_servers_endpoint(client):
     response = client.get("/", HTTP_HOST="localhost:4321")
     assert response.status_code == 200

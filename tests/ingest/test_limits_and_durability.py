@@ -25,6 +25,7 @@ def small_server(tmp_path_factory, free_port):
         MSGTRACE_MAX_BODY_BYTES=65536,
         MSGTRACE_MAX_PENDING_SPANS=1000,
         MSGTRACE_DB_TIMEOUT=2,
+        MSGTRACE_CORS_ORIGINS="https://app.example.com",
     )
     yield server
     server.stop()
@@ -56,6 +57,33 @@ class WriteLock:
     def __exit__(self, *exc):
         self.conn.rollback() if self.server.database_url else self.conn.execute("ROLLBACK")
         self.conn.close()
+
+
+def test_cors_preflight_and_response_headers_for_browser_exporters(small_server):
+    preflight = {
+        "Origin": "https://app.example.com",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    status, headers, _ = small_server.request("OPTIONS", "/v1/traces", headers=preflight)
+    assert status == 200
+    assert headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "POST" in headers["Access-Control-Allow-Methods"]
+    status, headers, _ = small_server.post(otlp.body(), Origin="https://app.example.com")
+    assert status == 200
+    assert headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+
+    stranger = {**preflight, "Origin": "https://evil.example.net"}
+    status, headers, _ = small_server.request("OPTIONS", "/v1/traces", headers=stranger)
+    assert status == 405
+    assert "Access-Control-Allow-Origin" not in headers
+    status, headers, _ = small_server.request("OPTIONS", "/api/v1/stats", headers=preflight)
+    assert headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+
+
+def test_an_unknown_host_header_is_refused(small_server):
+    status, _, _ = small_server.post(otlp.body(), Host="rebound.example.net")
+    assert status == 400
 
 
 def test_body_over_the_limit_is_413_before_decompression(small_server):

@@ -45,6 +45,9 @@ class Command(BaseCommand):
         shown_host = f"[{host}]" if ":" in host else host
 
         def ready():
+            from ingest.workers import warm_up
+
+            warm_up()
             self.stdout.write(
                 f"msgtrace listening on http://{shown_host}:{port}  ({where})\n"
                 f"  OTLP/HTTP endpoint: http://{shown_host}:{port}/v1/traces"
