@@ -20,7 +20,7 @@ from django.utils import timezone
 from ingest.otlp import SPAN_COLUMNS
 from traces.models import Span
 from traces.services import traces_claim, traces_refresh
-from traces.sql import upsert_sql
+from traces.sql import upsert_rows
 
 logger = logging.getLogger("msgtrace.ingest")
 
@@ -51,11 +51,7 @@ def write_spans(params: Sequence[tuple]) -> WriteResult:
     result.trace_ids = trace_ids
     now = timezone.now()
     result.new_trace_ids = traces_claim(trace_ids=trace_ids, now=now)
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            upsert_sql(Span, SPAN_COLUMNS, conflict=("trace_id", "span_id")),
-            list(unique.values()),
-        )
+    upsert_rows(Span, SPAN_COLUMNS, ("trace_id", "span_id"), list(unique.values()))
     traces_refresh(trace_ids=trace_ids, now=now)
     return result
 
@@ -122,7 +118,9 @@ class Writer:
     def _write_group(self, group: list[_Pending]) -> None:
         try:
             with transaction.atomic():
-                results = [write_spans(item.rows) for item in group]
+                # One statement set for the whole group; a span sent by two requests of
+                # the group keeps the later one, as if they had been written in turn.
+                result = write_spans([row for item in group for row in item.rows])
         except (OperationalError, InterfaceError) as exc:
             # Locked, disk full, connection lost: transient. Reconnect next time.
             logger.warning("ingest: write failed, answering 503: %s", exc)
@@ -145,7 +143,7 @@ class Writer:
             )
             group[0].future.set_exception(refusal)
             return
-        for item, result in zip(group, results, strict=True):
+        for item in group:
             item.future.set_result(result)
 
 
