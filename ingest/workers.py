@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -19,6 +20,7 @@ from functools import partial
 from django.conf import settings
 
 from ingest.otlp import Prepared, prepare
+from ingest.worker_process import exit_with_parent
 from ingest.writer import StoreUnavailable
 
 logger = logging.getLogger("msgtrace.ingest")
@@ -37,6 +39,8 @@ def _get_executor() -> ProcessPoolExecutor | None:
             _executor = ProcessPoolExecutor(
                 max_workers=settings.MSGTRACE_DECODE_WORKERS,
                 mp_context=multiprocessing.get_context("spawn"),
+                initializer=exit_with_parent,
+                initargs=(os.getpid(),),
             )
         return _executor
 

@@ -146,6 +146,10 @@ class MsgtraceServer:
         with sqlite3.connect(self.db_path) as conn:
             return conn.execute(sql.replace("%s", "?"), trace_ids).fetchone()[0]
 
+    def child_pids(self) -> list[int]:
+        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in path.read_text().split()]
+
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)

@@ -163,10 +163,18 @@ def test_kill_9_right_after_200_loses_no_acknowledged_span(tmp_path, free_port):
             thread.start()
         for thread in threads:
             thread.join()
+        workers = server.child_pids()
+        assert workers  # the decode worker processes
         server.kill()  # SIGKILL: no shutdown, no flush
         assert server.process.returncode == -9
         assert acknowledged == 4000
         assert server.count_spans_in_database(trace_ids) == acknowledged
+
+        # Orphaned decode workers notice and exit.
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in workers):
+            assert time.monotonic() < deadline, "decode workers outlived the server"
+            time.sleep(0.2)
 
         server.launch()  # same database, a new process
         stats = server.get_json("/api/v1/stats")
@@ -238,3 +246,27 @@ def test_two_server_processes_writing_one_trace_keep_its_summary_exact(server, f
             assert trace["root_span_name"] == "root"
     finally:
         other.stop()
+
+
+def test_a_killed_decode_worker_costs_at_most_a_503_then_ingest_recovers(tmp_path, free_port):
+    import os
+    import signal
+
+    server = MsgtraceServer.start(tmp_path, free_port())
+    try:
+        assert server.post(otlp.body(*_spans(otlp.new_trace_id(), 3)))[0] == 200
+        for pid in server.child_pids():
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        statuses = []
+        trace_id = otlp.new_trace_id()
+        for _ in range(5):  # what an exporter does with a 503: retry
+            status, headers, _ = server.post(otlp.body(*_spans(trace_id, 3)))
+            statuses.append(status)
+            if status == 200:
+                break
+            assert status == 503 and "Retry-After" in headers
+        assert statuses[-1] == 200 and len(statuses) <= 2
+        assert server.get_json(f"/api/v1/traces/{trace_id}")["span_count"] == 3
+    finally:
+        server.stop()
