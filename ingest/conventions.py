@@ -202,32 +202,56 @@ def span_type(attributes: dict[str, Any], model: str, tokens: int) -> str:
     return declared
 
 
+_COUNT_COLUMNS = (
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
+# Every key the table reads, with its column and rank, so a span's attributes are looked
+# at once (a set intersection in C) rather than probed for each of ~60 keys: this runs for
+# every span ingested.
+_KEY_RANKS = {
+    key: (column, rank) for column, keys in COLUMN_KEYS.items() for rank, key in enumerate(keys)
+}
+_COST_KEYS = frozenset(COST_TOTAL_KEYS).union(*COST_PART_FAMILIES)
+_READ_KEYS = frozenset(_KEY_RANKS) | _COST_KEYS
+
+
 def derive_columns(attributes: dict[str, Any]) -> dict[str, Any]:
     """The indexed columns a span's attributes imply."""
+    found: dict[str, tuple[int, Any]] = {}
+    present = attributes.keys() & _READ_KEYS
+    for key in present - _COST_KEYS:
+        value = attributes[key]
+        if value is None or value == "":
+            continue
+        column, rank = _KEY_RANKS[key]
+        best = found.get(column)
+        if best is None or rank < best[0]:
+            found[column] = (rank, value)
+
     columns: dict[str, Any] = {}
-    for column in (
-        "input_tokens",
-        "output_tokens",
-        "total_tokens",
-        "cache_read_tokens",
-        "cache_write_tokens",
-        "reasoning_tokens",
-    ):
-        columns[column] = as_count(first(attributes, COLUMN_KEYS[column]))
+    for column in _COUNT_COLUMNS:
+        columns[column] = as_count(found[column][1]) if column in found else 0
     if not columns["total_tokens"]:
         columns["total_tokens"] = columns["input_tokens"] + columns["output_tokens"]
     for column, limit in LABEL_LIMITS.items():
-        columns[column] = as_label(first(attributes, COLUMN_KEYS[column]), limit)
+        columns[column] = as_label(found[column][1], limit) if column in found else ""
 
-    cost = as_amount(first(attributes, COST_TOTAL_KEYS))
-    for family in COST_PART_FAMILIES if cost is None else ():
-        parts = [as_amount(attributes.get(key)) for key in family]
-        parts = [part for part in parts if part is not None]
-        if parts:
-            cost = sum(parts)
-            break
+    cost = None
+    if present & _COST_KEYS:
+        cost = as_amount(first(attributes, COST_TOTAL_KEYS))
+        for family in COST_PART_FAMILIES if cost is None else ():
+            parts = [as_amount(attributes.get(key)) for key in family]
+            parts = [part for part in parts if part is not None]
+            if parts:
+                cost = sum(parts)
+                break
     columns["cost"] = cost
-    currency = as_label(first(attributes, COLUMN_KEYS["currency"]), 8)
+    currency = as_label(found["currency"][1], 8) if "currency" in found else ""
     columns["currency"] = (currency or "USD").upper() if cost is not None else ""
     columns["span_type"] = span_type(attributes, columns["model"], columns["total_tokens"])
     return columns

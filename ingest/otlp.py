@@ -156,10 +156,27 @@ def _pb_value(value, clean: _Cleaner, path: str, depth: int) -> Any:
 
 
 def _pb_attributes(key_values, clean: _Cleaner, prefix: str = "") -> dict[str, Any]:
+    # The hot loop of ingest: plain strings and numbers, the usual attributes, are handled
+    # inline; anything that needs cleaning, and nested values, go the long way.
     attributes = {}
+    limit = clean.limit
     for kv in key_values:
-        key = clean.text(kv.key)
-        attributes[key] = _pb_value(kv.value, clean, prefix + key, 0)
+        key = kv.key
+        if type(key) is not str or "\x00" in key or len(key) > limit:
+            key = clean.text(key)
+        value = kv.value
+        which = value.WhichOneof("value")
+        if which == "string_value":
+            text = value.string_value
+            if type(text) is not str or "\x00" in text or len(text) > limit:
+                text = clean.text(text, prefix + key)
+            attributes[key] = text
+        elif which == "int_value":
+            attributes[key] = value.int_value
+        elif which == "double_value":
+            attributes[key] = value.double_value
+        else:
+            attributes[key] = _pb_value(value, clean, prefix + key, 0)
     return attributes
 
 
