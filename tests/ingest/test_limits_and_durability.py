@@ -18,7 +18,10 @@ from tests.server import MsgtraceServer
 
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory, free_port):
-    """A server with small limits: 64 KiB bodies, 1,000 pending spans, 2 s lock timeout."""
+    """A server with small limits: 64 KiB bodies, 1,000 pending spans, 2 s lock timeout.
+
+    It decodes in a thread (no worker processes), so both decoding paths are exercised.
+    """
     server = MsgtraceServer.start(
         tmp_path_factory.mktemp("small"),
         free_port(),
@@ -26,6 +29,7 @@ def small_server(tmp_path_factory, free_port):
         MSGTRACE_MAX_PENDING_SPANS=1000,
         MSGTRACE_DB_TIMEOUT=2,
         MSGTRACE_CORS_ORIGINS="https://app.example.com",
+        MSGTRACE_DECODE_WORKERS=0,
     )
     yield server
     server.stop()
@@ -79,6 +83,13 @@ def test_cors_preflight_and_response_headers_for_browser_exporters(small_server)
     assert "Access-Control-Allow-Origin" not in headers
     status, headers, _ = small_server.request("OPTIONS", "/api/v1/stats", headers=preflight)
     assert headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+
+
+def test_decoding_in_a_thread_when_workers_are_off(small_server):
+    trace_id = otlp.new_trace_id()
+    assert small_server.post(otlp.body(*_spans(trace_id, 4)))[0] == 200
+    assert small_server.child_pids() == []
+    assert small_server.get_json(f"/api/v1/traces/{trace_id}")["span_count"] == 4
 
 
 def test_an_unknown_host_header_is_refused(small_server):
