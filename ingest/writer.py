@@ -40,8 +40,11 @@ class WriteResult:
     trace_ids: set[str] = field(default_factory=set)
 
 
-def write_spans(params: Sequence[tuple]) -> WriteResult:
-    """Upsert spans (``SPAN_COLUMNS`` tuples) and refresh their traces, in one transaction."""
+def spans_ingest(params: Sequence[tuple]) -> WriteResult:
+    """Upsert spans (``SPAN_COLUMNS`` tuples) and refresh their traces' summaries.
+
+    Runs in the caller's transaction; the writer thread wraps each group in one.
+    """
     # The same span twice: keep the last, as a re-sent batch would.
     unique = {(row[0], row[1]): row for row in params}
     result = WriteResult(spans=len(unique))
@@ -58,7 +61,7 @@ def write_spans(params: Sequence[tuple]) -> WriteResult:
 
 @dataclass
 class _Pending:
-    rows: list[dict]
+    rows: list[tuple]
     future: Future
 
 
@@ -75,7 +78,7 @@ class Writer:
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def submit(self, rows: list[dict]) -> Future:
+    def submit(self, rows: list[tuple]) -> Future:
         future: Future = Future()
         with self._condition:
             # Waiting or being written both count; an idle writer always takes a batch.
@@ -120,7 +123,7 @@ class Writer:
             with transaction.atomic():
                 # One statement set for the whole group; a span sent by two requests of
                 # the group keeps the later one, as if they had been written in turn.
-                result = write_spans([row for item in group for row in item.rows])
+                result = spans_ingest([row for item in group for row in item.rows])
         except (OperationalError, InterfaceError) as exc:
             # Locked, disk full, connection lost: transient. Reconnect next time.
             logger.warning("ingest: write failed, answering 503: %s", exc)

@@ -9,7 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from ingest.otlp import decode_protobuf, to_params
-from ingest.writer import write_spans
+from ingest.writer import spans_ingest
 from tests import otlp
 from traces.models import Span, Trace
 
@@ -19,7 +19,7 @@ NOW_NS = time.time_ns()
 
 
 def store(*spans, service="svc"):
-    write_spans(to_params(decode_protobuf(otlp.body(*spans, service=service)).rows))
+    spans_ingest(to_params(decode_protobuf(otlp.body(*spans, service=service)).rows))
 
 
 def make_trace(
