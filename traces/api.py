@@ -9,7 +9,9 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from search.compiler import compile_query
 from search.filters import TraceFilter
+from search.parser import QueryError
 from traces.models import Span, Trace
 from traces.services import traces_delete
 from traces.tree import build_tree
@@ -148,7 +150,12 @@ def trace_list(request: HttpRequest) -> JsonResponse:
     if not filterset.is_valid():
         field, messages = next(iter(filterset.errors.items()))
         return error(400, f"{field}: {messages[0]}", parameter=field)
-    queryset = filterset.qs
+    try:
+        query = compile_query(request.GET.get("q", ""))
+    except QueryError as exc:
+        # Never run unfiltered: a query that does not parse is an error, saying where.
+        return error(400, f"q: {exc.message}", parameter="q", position=exc.position)
+    queryset = filterset.qs.filter(query)
     traces = list(queryset[offset : offset + limit])
     return JsonResponse(
         {

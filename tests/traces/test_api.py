@@ -226,3 +226,31 @@ def test_trace_summary_is_recomputed_exactly_when_spans_are_rewritten():
     with CaptureQueriesContext(connection) as queries:
         store(otlp.span(trace_id, child, "c", parent=root))
     assert len(queries) <= 8  # one upsert batch, the summary recompute, no per-span queries
+
+
+def test_list_takes_a_search_query(client):
+    slow = make_trace(service="billing", duration_ms=3000, error=True)
+    make_trace(service="billing", duration_ms=10)
+    make_trace(service="search", duration_ms=5000)
+    data = client.get("/api/v1/traces", {"q": "duration:>1s AND error:true"}).json()
+    assert [t["trace_id"] for t in data["traces"]] == [slow] and data["total"] == 1
+    data = client.get("/api/v1/traces", {"q": "duration:>1s", "service": "billing"}).json()
+    assert [t["trace_id"] for t in data["traces"]] == [slow]
+
+
+@pytest.mark.parametrize(
+    ("query", "fragment"),
+    [
+        ("duration:>1s AND (", "at"),
+        ("duraton:>1s", 'did you mean "duration"'),
+        ("duration:>abc", "duration"),
+    ],
+)
+def test_a_bad_query_is_400_with_its_position_and_never_runs_unfiltered(client, query, fragment):
+    make_trace()
+    response = client.get("/api/v1/traces", {"q": query})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["parameter"] == "q" and isinstance(body["position"], int)
+    assert fragment in body["error"]
+    assert "traces" not in body
