@@ -18,7 +18,7 @@ from tests.server import MsgtraceServer
 
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory, free_port):
-    """A server with small limits: 64 KiB bodies, 1,000 pending spans, 2 s lock timeout.
+    """A server with small limits: 64 KiB bodies, 1,000 pending spans, 3 s lock timeout.
 
     It decodes in a thread (no worker processes), so both decoding paths are exercised.
     """
@@ -27,7 +27,7 @@ def small_server(tmp_path_factory, free_port):
         free_port(),
         MSGTRACE_MAX_BODY_BYTES=65536,
         MSGTRACE_MAX_PENDING_SPANS=1000,
-        MSGTRACE_DB_TIMEOUT=2,
+        MSGTRACE_DB_TIMEOUT=3,
         MSGTRACE_CORS_ORIGINS="https://app.example.com",
         MSGTRACE_DECODE_WORKERS=0,
     )
@@ -128,7 +128,8 @@ def test_a_saturated_writer_answers_503_with_retry_after_and_loses_nothing(small
             )
         )
         waiting.start()
-        time.sleep(0.5)
+        # Long enough for the 900 to reach the writer, well inside the 3 s lock timeout.
+        time.sleep(1.0)
         status, headers, body = small_server.post(otlp.body(*_spans(second_trace, 200)))
         assert status == 503
         assert headers["Retry-After"].isdigit()
@@ -148,7 +149,7 @@ def test_a_locked_database_answers_503_after_the_timeout_then_recovers(small_ser
         status, headers, _ = small_server.post(otlp.body(*_spans(trace_id, 5)))
         assert status == 503
         assert "Retry-After" in headers
-        assert 1.5 < time.monotonic() - started < 10
+        assert 2.5 < time.monotonic() - started < 12
     assert small_server.post(otlp.body(*_spans(trace_id, 5)))[0] == 200
     assert small_server.get_json(f"/api/v1/traces/{trace_id}")["span_count"] == 5
 
