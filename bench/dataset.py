@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import importlib.util
 import json
 import os
@@ -340,6 +341,7 @@ def build(t: Target, spans: int, batch: int = 500, clients: int = 4, seed: int =
         )
     manifest = {
         "version": MANIFEST_VERSION,
+        "schema": schema_fingerprint(),
         "db": t.db,
         "location": t.describe(),
         "spans": stats["total_spans"],
@@ -357,6 +359,14 @@ def build(t: Target, spans: int, batch: int = 500, clients: int = 4, seed: int =
         flush=True,
     )
     return manifest
+
+
+def schema_fingerprint() -> str:
+    """A hash of the migrations: a database built under another schema is rebuilt."""
+    digest = hashlib.sha256()
+    for path in sorted((REPO_ROOT / "traces" / "migrations").glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def ensure(
@@ -377,6 +387,7 @@ def ensure(
         if (
             manifest
             and manifest.get("version") == MANIFEST_VERSION
+            and manifest.get("schema") == schema_fingerprint()
             and manifest.get("spans") == spans
             and counts == (manifest.get("traces"), manifest.get("spans"))
         ):
