@@ -193,8 +193,8 @@ def stats(request: HttpRequest) -> JsonResponse:
     traces = Trace.objects.all()
     totals = traces.totals()
     count = totals["traces"]
-    p50 = traces.duration_percentile(0.50)
-    p95 = traces.duration_percentile(0.95)
+    p50 = traces.duration_percentile(0.50, count=count)
+    p95 = traces.duration_percentile(0.95, count=count)
     return JsonResponse(
         {
             "total_traces": totals["traces"],

@@ -59,14 +59,15 @@ class TraceQuerySet(models.QuerySet):
             cost=Sum("cost", default=0.0),
         )
 
-    def duration_percentile(self, fraction: float) -> float | None:
+    def duration_percentile(self, fraction: float, *, count: int | None = None) -> float | None:
         """Duration (ns) at ``fraction`` of the selected traces, linearly interpolated.
 
         The same rule as PostgreSQL's ``percentile_cont`` and numpy's default, computed
         with two indexed ``ORDER BY duration`` look-ups so it is identical on SQLite.
         """
         ordered = self.order_by("duration_ns").values_list("duration_ns", flat=True)
-        count = self.count()
+        if count is None:  # callers that already counted pass it in
+            count = self.count()
         if count == 0:
             return None
         rank = fraction * (count - 1)

@@ -254,3 +254,10 @@ def test_a_bad_query_is_400_with_its_position_and_never_runs_unfiltered(client, 
     assert body["parameter"] == "q" and isinstance(body["position"], int)
     assert fragment in body["error"]
     assert "traces" not in body
+
+
+def test_stats_is_a_fixed_handful_of_queries(client, django_assert_max_num_queries):
+    for duration in (10, 20, 30):
+        make_trace(duration_ms=duration)
+    with django_assert_max_num_queries(3):  # totals, then one look-up per percentile
+        client.get("/api/v1/stats")
