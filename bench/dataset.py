@@ -34,7 +34,6 @@ import json
 import os
 import queue
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -187,26 +186,7 @@ class Server:
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MSGTRACE_")}
         env.update(self.target.env())
-        script = Path(sys.executable).parent / "msgtrace"
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [str(script), "start", "--port", str(self.port)],
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                code = self.process.returncode
-                raise RuntimeError(f"msgtrace start exited {code}: see {self.log_path}")
-            with contextlib.suppress(OSError):
-                if self.ingest._get_json("127.0.0.1", self.port, "/health", timeout=2)[0] == 200:
-                    return
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"msgtrace did not answer /health within 120 s: see {self.log_path}")
+        self.process = self.ingest.launch_server(env, self.port, self.log_path, timeout=120)
 
     def stats(self) -> dict:
         status, body = self.ingest._get_json("127.0.0.1", self.port, "/api/v1/stats", timeout=300)
@@ -215,13 +195,7 @@ class Server:
         return body
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self.ingest.stop_server(self.process, timeout=30)
 
 
 # --- generating and posting -------------------------------------------------------------------

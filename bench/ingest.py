@@ -518,6 +518,41 @@ def _get_json(host: str, port: int, path: str, timeout: float = 30) -> tuple[int
         conn.close()
 
 
+def launch_server(
+    env: dict[str, str], port: int, log_path: Path, timeout: float
+) -> subprocess.Popen:
+    """``msgtrace start`` (the console script beside this Python) on ``port``, once healthy."""
+    script = Path(sys.executable).parent / "msgtrace"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(script), "start", "--port", str(port)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"msgtrace start exited {process.returncode}: see {log_path}")
+        with contextlib.suppress(OSError):
+            if _get_json("127.0.0.1", port, "/health", timeout=2)[0] == 200:
+                return process
+        time.sleep(0.1)
+    stop_server(process, timeout=15)
+    raise RuntimeError(f"msgtrace did not answer /health within {timeout:.0f} s: see {log_path}")
+
+
+def stop_server(process: subprocess.Popen | None, timeout: float) -> None:
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class OwnServer:
     """``msgtrace start`` on a free port and a fresh database, stopped and cleaned up after."""
 
@@ -546,26 +581,7 @@ class OwnServer:
             env["MSGTRACE_DATABASE_URL"] = f"{base}/{self.pg_database}"
         else:
             env["MSGTRACE_DB_PATH"] = str(self.directory / "bench.db")
-        script = Path(sys.executable).parent / "msgtrace"
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [str(script), "start", "--port", str(self.port)],
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"msgtrace start exited {self.process.returncode}:\n{self.log_tail()}"
-                )
-            with contextlib.suppress(OSError):
-                if _get_json("127.0.0.1", self.port, "/health", timeout=2)[0] == 200:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"msgtrace did not answer /health within 90 s:\n{self.log_tail()}")
+        self.process = launch_server(env, self.port, self.log_path, timeout=90)
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -575,13 +591,7 @@ class OwnServer:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_server(self.process, timeout=15)
         if self.pg_database:
             with contextlib.suppress(Exception):
                 self._pg(f'DROP DATABASE IF EXISTS "{self.pg_database}" WITH (FORCE)')
