@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from django.db.models import (
@@ -180,23 +181,34 @@ def _clamped_ns(moment: datetime) -> int:
 # --- Compilation ----------------------------------------------------------------------------
 
 
+def _combine(node, compile_node: Callable[[object], Q]) -> Q | None:
+    """AND/OR/NOT of the conditions ``compile_node`` makes; None for any other node.
+
+    The same boolean folding serves the trace level and the span level (``span(...)``).
+    """
+    if isinstance(node, And):
+        result = Q()
+        for item in node.items:
+            result &= compile_node(item)
+        return result
+    if isinstance(node, Or):
+        result = compile_node(node.items[0])
+        for item in node.items[1:]:
+            result |= compile_node(item)
+        return result
+    if isinstance(node, Not):
+        return ~compile_node(node.item)
+    return None
+
+
 class _Compiler:
     def __init__(self, now: datetime) -> None:
         self.now = now
 
     def trace(self, node) -> Q:
-        if isinstance(node, And):
-            result = Q()
-            for item in node.items:
-                result &= self.trace(item)
-            return result
-        if isinstance(node, Or):
-            result = self.trace(node.items[0])
-            for item in node.items[1:]:
-                result |= self.trace(item)
-            return result
-        if isinstance(node, Not):
-            return ~self.trace(node.item)
+        combined = _combine(node, self.trace)
+        if combined is not None:
+            return combined
         if isinstance(node, Text):
             result = MATCH_NONE
             for column in FREE_TEXT_COLUMNS:
@@ -242,18 +254,9 @@ class _Compiler:
 
     def span(self, node) -> Q:
         """A condition on one span (inside ``span(...)``)."""
-        if isinstance(node, And):
-            result = Q()
-            for item in node.items:
-                result &= self.span(item)
-            return result
-        if isinstance(node, Or):
-            result = self.span(node.items[0])
-            for item in node.items[1:]:
-                result |= self.span(item)
-            return result
-        if isinstance(node, Not):
-            return ~self.span(node.item)
+        combined = _combine(node, self.span)
+        if combined is not None:
+            return combined
         if isinstance(node, Term) and node.field in SPAN_FIELDS_COMPILED:
             if node.op == "!=":
                 return ~self.span_term(_positive(node))
