@@ -13,22 +13,28 @@ def upsert_sql(
     columns: Sequence[str],
     conflict: Sequence[str],
     keep: Sequence[str] = (),
+    source: str | None = None,
 ) -> str:
     """``INSERT ... ON CONFLICT DO UPDATE`` of every column but ``conflict`` and ``keep``.
 
-    The same statement works on SQLite (3.24+) and PostgreSQL. Table and column names come
-    from the model, never from request data; values travel as parameters.
+    Rows come from ``%s`` parameters, or with ``source`` (a quoted table name) from a
+    ``SELECT`` of it. The same statement works on SQLite (3.24+) and PostgreSQL. Table and
+    column names come from the model, never from request data; values travel as parameters.
     """
     quote = connection.ops.quote_name
     names = ", ".join(quote(name) for name in columns)
-    placeholders = ", ".join(["%s"] * len(columns))
+    rows = (
+        f"SELECT {names} FROM {source}"  # noqa: S608
+        if source
+        else f"VALUES ({', '.join(['%s'] * len(columns))})"
+    )
     updates = ", ".join(
         f"{quote(name)} = excluded.{quote(name)}"
         for name in columns
         if name not in conflict and name not in keep
     )
     return (
-        f"INSERT INTO {quote(model._meta.db_table)} ({names}) VALUES ({placeholders}) "  # noqa: S608
+        f"INSERT INTO {quote(model._meta.db_table)} ({names}) {rows} "
         f"ON CONFLICT ({', '.join(quote(name) for name in conflict)}) DO UPDATE SET {updates}"
     )
 
@@ -51,9 +57,6 @@ def upsert_rows(model: type[Model], columns: Sequence[str], conflict: Sequence[s
     table = quote(model._meta.db_table)
     load = quote(f"msgtrace_load_{model._meta.db_table}")
     names = ", ".join(quote(name) for name in columns)
-    updates = ", ".join(
-        f"{quote(name)} = excluded.{quote(name)}" for name in columns if name not in conflict
-    )
     connection.ensure_connection()
     # wrap_database_errors: psycopg's errors become Django's, as through connection.cursor().
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
@@ -65,8 +68,5 @@ def upsert_rows(model: type[Model], columns: Sequence[str], conflict: Sequence[s
         with cursor.copy(f"COPY {load} ({names}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
-        cursor.execute(
-            f"INSERT INTO {table} ({names}) SELECT {names} FROM {load} "  # noqa: S608
-            f"ON CONFLICT ({', '.join(quote(name) for name in conflict)}) DO UPDATE SET {updates}"
-        )
+        cursor.execute(upsert_sql(model, columns, conflict, source=load))
         cursor.execute(f"TRUNCATE {load}")
