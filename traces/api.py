@@ -190,21 +190,18 @@ def trace_tree(request: HttpRequest, trace_id: str) -> JsonResponse:
 
 @api_view("GET")
 def stats(request: HttpRequest) -> JsonResponse:
-    traces = Trace.objects.all()
-    totals = traces.totals()
-    count = totals["traces"]
-    p50 = traces.duration_percentile(0.50, count=count)
-    p95 = traces.duration_percentile(0.95, count=count)
+    stats = Trace.objects.stats()
+    p50, p95 = stats["p50_ns"], stats["p95_ns"]
     return JsonResponse(
         {
-            "total_traces": totals["traces"],
-            "total_spans": totals["spans"],
-            "traces_with_errors": totals["traces_with_errors"],
-            "error_rate": totals["traces_with_errors"] / count if count else 0.0,
-            "input_tokens": totals["input_tokens"],
-            "output_tokens": totals["output_tokens"],
-            "total_tokens": totals["total_tokens"],
-            "cost": totals["cost"],
+            "total_traces": stats["traces"],
+            "total_spans": stats["spans"],
+            "traces_with_errors": stats["traces_with_errors"],
+            "error_rate": stats["error_rate"],
+            "input_tokens": stats["input_tokens"],
+            "output_tokens": stats["output_tokens"],
+            "total_tokens": stats["total_tokens"],
+            "cost": stats["cost"],
             "p50_duration_ms": p50 / 1e6 if p50 is not None else None,
             "p95_duration_ms": p95 / 1e6 if p95 is not None else None,
         }

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from django.db import models
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Avg, Count, F, Q, Sum
 
 
 def ns_to_datetime(ns: int | None) -> datetime | None:
@@ -57,6 +57,33 @@ class TraceQuerySet(models.QuerySet):
             output_tokens=Sum("output_tokens", default=0),
             total_tokens=Sum("total_tokens", default=0),
             cost=Sum("cost", default=0.0),
+        )
+
+    def stats(self) -> dict:
+        """Totals, error rate and p50/p95 duration (ns): dashboard cards and the API's stats."""
+        totals = self.totals()
+        count = totals["traces"]
+        return {
+            **totals,
+            "error_rate": totals["traces_with_errors"] / count if count else 0.0,
+            "p50_ns": self.duration_percentile(0.50, count=count),
+            "p95_ns": self.duration_percentile(0.95, count=count),
+        }
+
+    def top(self, field: str, limit: int = 6) -> list[dict]:
+        """The most frequent values of a summary column, with error counts and mean duration.
+
+        ``field`` is one of our own column names (callers pass a literal), never user text.
+        """
+        return list(
+            self.exclude(**{field: ""})
+            .values(field)
+            .annotate(
+                traces=Count("pk"),
+                errors=Count("pk", filter=Q(error_count__gt=0)),
+                mean_ns=Avg("duration_ns"),
+            )
+            .order_by("-traces", field)[:limit]
         )
 
     def duration_percentile(self, fraction: float, *, count: int | None = None) -> float | None:

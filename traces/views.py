@@ -1,14 +1,317 @@
+"""Pages: dashboard, trace list, trace detail and span details.
+
+Each URL serves its whole page, and (when htmx asks) only the fragment that changes, from
+an inline partial of the same template, so reload, back and bookmarks give the same view.
+"""
+
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+import re
+from datetime import timedelta
 
-from traces.models import Trace
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
+
+from search.compiler import compile_query
+from search.filters import TraceFilter
+from search.parser import QueryError
+from traces.conversation import conversation
+from traces.models import Span, Trace
+from traces.services import traces_delete
+from traces.spans import attribute_groups, exception_events, plain_events, safe_links
+from traces.timeline import WINDOW, lay_out, load_lines, narrow
+
+WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7), "all": None}
+DEFAULT_WINDOW = "24h"
+PAGE_SIZE = 50
+# Sort keys a user may ask for, mapped to our own column names (never user text as a field).
+SORTS = {
+    "start": "start_ns", "duration": "duration_ns", "spans": "span_count",
+    "errors": "error_count", "tokens": "total_tokens", "cost": "cost",
+}  # fmt: skip
+LIST_WINDOWS = ("15m", "1h", "24h", "7d", "30d")
+_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+MAX_BULK = 1000
+
+
+def _fragment(request: HttpRequest) -> bool:
+    """An htmx request for a fragment (not a history restore, which needs the full page)."""
+    return bool(request.htmx) and not request.htmx.history_restore_request
+
+
+def _is_trace_id(value: str) -> bool:
+    return bool(_TRACE_ID.match(value))
+
+
+def toast(response: HttpResponse, message: str, level: str = "info") -> HttpResponse:
+    return trigger_client_event(response, "msgtrace:toast", {"message": message, "level": level})
 
 
 @require_GET
-def home(request: HttpRequest) -> HttpResponse:
-    endpoint = request.build_absolute_uri("/v1/traces")
-    recent = Trace.objects.newest_first()[:20]
-    return render(request, "traces/home.html", {"endpoint": endpoint, "recent": recent})
+def dashboard(request: HttpRequest) -> HttpResponse:
+    window = request.GET.get("window", DEFAULT_WINDOW)
+    if window not in WINDOWS:
+        context = {"window": DEFAULT_WINDOW, "windows": WINDOWS, "error": _window_error(window)}
+        return render(request, "traces/dashboard.html", context, status=400)
+    traces = Trace.objects.all()
+    if WINDOWS[window] is not None:
+        traces = traces.started_between(since=timezone.now() - WINDOWS[window])
+    stats = traces.stats()
+    stats["cost_per_trace"] = stats["cost"] / stats["traces"] if stats["traces"] else None
+    context = {
+        "window": window,
+        "windows": WINDOWS,
+        "stats": stats,
+        # An install that never received a trace gets the how-to-send panel instead.
+        "empty_install": stats["traces"] == 0 and not Trace.objects.exists(),
+        "recent": traces.newest_first()[:8],
+        "recent_errors": traces.with_errors().newest_first()[:8],
+        "top_services": traces.top("service_name"),
+        "top_workflows": traces.top("workflow_name"),
+        "endpoint": request.build_absolute_uri("/v1/traces"),
+        "base_url": request.build_absolute_uri("/").rstrip("/"),
+    }
+    template = "traces/dashboard.html#stats" if _fragment(request) else "traces/dashboard.html"
+    return render(request, template, context)
+
+
+def _window_error(value: str) -> str:
+    return f"window must be one of {', '.join(WINDOWS)}; got {value[:40]!r}"
+
+
+def _list_context(request: HttpRequest) -> tuple[dict, int]:
+    """The trace list for the request's filters, query, sort and page; status 400 if invalid."""
+    filterset = TraceFilter(request.GET, queryset=Trace.objects.all())
+    errors: list[str] = []
+    if not filterset.is_valid():
+        errors += [f"{name}: {problems[0]}" for name, problems in filterset.errors.items()]
+    q = request.GET.get("q", "")
+    query_error = None
+    try:
+        query = compile_query(q)
+    except QueryError as exc:
+        query_error = exc
+        errors.append(f"Search: {exc.message}")
+    sort = request.GET.get("sort", "-start")
+    if sort.removeprefix("-") not in SORTS:
+        errors.append(f"sort must be one of {', '.join(SORTS)} (prefix - for descending)")
+    page_number = request.GET.get("page", "1")
+    if not page_number.isdigit() or int(page_number) < 1:
+        errors.append(f"page must be a positive whole number; got {page_number[:20]!r}")
+    context = {
+        "filters": request.GET,
+        "q": q,
+        "query_error": query_error,
+        "query_caret": " " * query_error.position + "^" if query_error else "",
+        "sort": sort,
+        "errors": errors,
+        "services": _choices("service_name", request.GET.get("service", "")),
+        "workflows": _choices("workflow_name", request.GET.get("workflow", "")),
+        "list_windows": LIST_WINDOWS,
+    }
+    if errors:
+        # Never show an unfiltered list for a filter that did not apply.
+        return {**context, "page": None, "traces": [], "columns": _columns("-start")}, 400
+    column = SORTS[sort.removeprefix("-")]
+    ordering = (f"-{column}", "-trace_id") if sort.startswith("-") else (column, "trace_id")
+    queryset = filterset.qs.filter(query).order_by(*ordering)
+    page = Paginator(queryset, PAGE_SIZE).get_page(int(page_number))
+    traces = list(page.object_list)
+    longest = max((trace.duration_ns for trace in traces), default=0)
+    for trace in traces:
+        trace.bar = f"{trace.duration_ns / longest * 100:.1f}" if longest else "0"
+    return {**context, "page": page, "traces": traces, "columns": _columns(sort)}, 200
+
+
+_COLUMNS = (
+    ("start", "Started", False, ""), ("name", "Workflow / root", False, None),
+    ("service", "Service", False, None), ("duration", "Duration", True, ""),
+    ("spans", "Spans", True, ""), ("errors", "Errors", True, "Spans with status ERROR"),
+    ("tokens", "Tokens", True, "Input + output tokens"), ("cost", "Cost", True, ""),
+    ("models", "Models", False, None),
+)  # fmt: skip
+
+
+def _columns(sort: str) -> list[dict]:
+    """Table headers: which sort each header's link asks for, and which one is active."""
+    key, descending = sort.removeprefix("-"), sort.startswith("-")
+    columns = []
+    for name, label, numeric, tooltip in _COLUMNS:
+        sortable = tooltip is not None
+        active = sortable and name == key
+        # First click sorts descending (biggest, newest first); a second click flips it.
+        next_sort = name if active and descending else f"-{name}"
+        columns.append(
+            {
+                "label": label, "numeric": numeric, "sortable": sortable, "tooltip": tooltip,
+                "active": active, "descending": descending, "next_sort": next_sort,
+            }
+        )  # fmt: skip
+    return columns
+
+
+def _choices(column: str, current: str) -> list[str]:
+    values = list(
+        Trace.objects.exclude(**{column: ""})
+        .order_by(column)
+        .values_list(column, flat=True)
+        .distinct()[:200]
+    )
+    if current and current not in values:
+        values.append(current)  # a bookmarked value that no longer exists still shows
+    return values
+
+
+@require_GET
+def trace_list(request: HttpRequest) -> HttpResponse:
+    context, status = _list_context(request)
+    template = "traces/list.html#results" if _fragment(request) else "traces/list.html"
+    return render(request, template, context, status=status)
+
+
+@require_POST
+def trace_bulk_delete(request: HttpRequest) -> HttpResponse:
+    ids = request.POST.getlist("ids")
+    bad = [value for value in ids if not _is_trace_id(value)]
+    if not ids or bad or len(ids) > MAX_BULK:
+        message = (
+            "select at least one trace"
+            if not ids
+            else f"at most {MAX_BULK} traces at a time"
+            if not bad
+            else f"not a trace id: {bad[0][:40]!r}"
+        )
+        if request.htmx:
+            return toast(HttpResponse(status=204), message, "error")
+        return render(request, "traces/confirm_delete.html", {"error": message}, status=400)
+    if not (request.htmx or request.POST.get("confirmed") == "yes"):
+        # Without JavaScript the confirmation is a page; with it, htmx asked already.
+        traces = Trace.objects.filter(pk__in=ids).newest_first()
+        context = {"traces": traces, "next": _safe_next(request)}
+        return render(request, "traces/confirm_delete.html", context)
+    deleted = traces_delete(trace_ids=ids)
+    message = f"Deleted {deleted} trace{'s' if deleted != 1 else ''}"
+    if request.htmx:
+        response = HttpResponse(status=204)
+        trigger_client_event(response, "msgtrace:refresh", {})
+        return toast(response, message, "success")
+    messages.success(request, message)
+    return redirect(_safe_next(request))
+
+
+def _safe_next(request: HttpRequest) -> str:
+    # Only our own list with a query string: never a user-chosen host or scheme.
+    target = request.POST.get("next", "")
+    list_url = reverse("traces:list")
+    if target.startswith(list_url + "?") or target == list_url:
+        return target
+    return list_url
+
+
+def _trace_context(request: HttpRequest, trace: Trace, selected: str = "") -> dict:
+    """Header and timeline rows for one trace: a window of rows around ``selected``."""
+    layout = lay_out(load_lines(trace))
+    needle = request.GET.get("filter", "").strip()[:200]
+    rows = narrow(layout, needle) if needle else layout.rows
+    offset = request.GET.get("offset", "")
+    if offset.isdigit():
+        start = int(offset)
+    else:
+        index = layout.index_of(selected) if selected else None
+        start = (index // WINDOW) * WINDOW if index is not None and not needle else 0
+    start = min(start, max(len(rows) - 1, 0))
+    shown = rows[start : start + WINDOW]
+    view = "tree" if request.GET.get("view") == "tree" else "timeline"
+    return {
+        "trace": trace,
+        "layout": layout,
+        "rows": shown,
+        "row_count": len(rows),
+        "window_start": start,
+        "earlier": start,
+        "later": max(len(rows) - start - len(shown), 0),
+        "next_offset": start + len(shown),
+        "prev_offset": max(start - WINDOW, 0),
+        "needle": needle,
+        "view": view,
+        "selected": selected,
+        "window_size": WINDOW,
+        "direction": request.GET.get("dir", ""),
+        "detail_url": reverse("traces:detail", args=[trace.trace_id]),
+        "span_base": reverse("traces:detail", args=[trace.trace_id]) + "/spans/",
+    }
+
+
+def _trace_or_404(request: HttpRequest, trace_id: str) -> Trace | HttpResponse:
+    trace = Trace.objects.filter(pk=trace_id.lower()).first() if len(trace_id) <= 64 else None
+    if trace is None:
+        context = {"trace_id": trace_id[:64], "well_formed": _is_trace_id(trace_id.lower())}
+        return render(request, "traces/not_found.html", context, status=404)
+    return trace
+
+
+@require_GET
+def trace_detail(request: HttpRequest, trace_id: str) -> HttpResponse:
+    trace = _trace_or_404(request, trace_id)
+    if isinstance(trace, HttpResponse):
+        return trace
+    context = _trace_context(request, trace)
+    if _fragment(request):
+        # "Show more" asks for just rows; the filter box and view switch for the timeline.
+        part = "rows" if request.GET.get("offset", "").isdigit() else "timeline"
+        return render(request, f"traces/detail.html#{part}", context)
+    return render(request, "traces/detail.html", context)
+
+
+@require_GET
+def span_detail(request: HttpRequest, trace_id: str, span_id: str) -> HttpResponse:
+    trace = _trace_or_404(request, trace_id)
+    if isinstance(trace, HttpResponse):
+        return trace
+    span = Span.objects.filter(trace=trace, span_id=span_id.lower()[:16]).first()
+    if span is None:
+        context = {"trace": trace, "span_id": span_id[:64]}
+        status = 404
+        if _fragment(request):
+            return render(request, "traces/_span_missing.html", context, status=status)
+        return render(request, "traces/not_found.html", context, status=status)
+    context = {"span": span, "trace": trace, **_span_context(trace, span)}
+    if _fragment(request):
+        return render(request, "traces/_span.html", context)
+    page = _trace_context(request, trace, span.span_id)
+    return render(request, "traces/detail.html", {**page, **context})
+
+
+def _span_context(trace: Trace, span: Span) -> dict:
+    parent = None
+    if span.parent_span_id:
+        parent = trace.spans.filter(span_id=span.parent_span_id).only("span_id", "name").first()
+    return {
+        "parent": parent,
+        "offset_ns": span.start_ns - trace.start_ns,
+        "conversation": conversation(span.attributes, span.events),
+        "attribute_groups": attribute_groups(span),
+        "exceptions": exception_events(span.events, span.start_ns),
+        "events": plain_events(span.events, span.start_ns),
+        "links": safe_links(span.links),
+    }
+
+
+@require_POST
+def trace_delete(request: HttpRequest, trace_id: str) -> HttpResponse:
+    trace = _trace_or_404(request, trace_id)
+    if isinstance(trace, HttpResponse):
+        return trace
+    if not (request.htmx or request.POST.get("confirmed") == "yes"):
+        return render(request, "traces/confirm_delete.html", {"traces": [trace], "single": True})
+    traces_delete(trace_ids=[trace.trace_id])
+    messages.success(request, f"Deleted trace {trace.trace_id}")
+    if request.htmx:
+        return HttpResponseClientRedirect(reverse("traces:list"))
+    return redirect("traces:list")

@@ -1,0 +1,288 @@
+// msgtrace: the little JavaScript the pages use. Everything works without it (plain links
+// and forms); with it: toasts, copy buttons, loading and error states, keyboard moves,
+// collapsible span subtrees and bulk selection. No framework, no build.
+(function () {
+  "use strict";
+
+  // --- Toasts ------------------------------------------------------------------------
+  function toast(message, level) {
+    var box = document.getElementById("toasts");
+    if (!box) return;
+    var item = document.createElement("div");
+    item.className = "toast toast-" + (level || "info");
+    item.setAttribute("data-toast", "");
+    item.textContent = message; // text, never HTML
+    box.appendChild(item);
+    dismissLater(item);
+  }
+  function dismissLater(item) {
+    setTimeout(function () {
+      item.classList.add("is-leaving");
+      setTimeout(function () { item.remove(); }, 350);
+    }, 3500);
+  }
+  window.msgtraceToast = toast;
+  document.addEventListener("msgtrace:toast", function (event) {
+    var detail = event.detail || {};
+    toast(detail.message || "", detail.level);
+  });
+
+  // --- Copy buttons ------------------------------------------------------------------
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) {
+      return navigator.clipboard.writeText(text);
+    }
+    var area = document.createElement("textarea");
+    area.value = text;
+    document.body.appendChild(area);
+    area.select();
+    document.execCommand("copy");
+    area.remove();
+    return Promise.resolve();
+  }
+
+  // --- Bulk selection on the trace list ------------------------------------------------
+  function selectedIds() {
+    return Array.prototype.map.call(
+      document.querySelectorAll('input[name="ids"]:checked'), function (box) { return box.value; });
+  }
+  function updateSelection() {
+    var ids = selectedIds();
+    var count = document.querySelector("[data-selected-count]");
+    if (!count) return;
+    count.textContent = ids.length ? ids.length + " selected" : "No traces selected";
+    var del = document.querySelector("[data-bulk-delete]");
+    var compare = document.querySelector("[data-compare]");
+    if (del) del.disabled = ids.length === 0;
+    if (compare) compare.disabled = ids.length !== 2;
+    var all = document.querySelector("[data-check-all]");
+    var boxes = document.querySelectorAll('input[name="ids"]');
+    if (all) all.checked = boxes.length > 0 && ids.length === boxes.length;
+  }
+
+  // --- Span subtrees -------------------------------------------------------------------
+  var collapsed = new Set();
+  function applyCollapse() {
+    // Rows come in tree order, so a parent is decided before its children.
+    var hidden = new Set();
+    document.querySelectorAll(".span-row").forEach(function (row) {
+      var parent = row.dataset.parent;
+      var hide = parent && (collapsed.has(parent) || hidden.has(parent));
+      row.hidden = !!hide;
+      if (hide) hidden.add(row.dataset.span);
+      var caret = row.querySelector("[data-toggle]");
+      if (caret) {
+        var open = !collapsed.has(row.dataset.span);
+        caret.setAttribute("aria-expanded", open ? "true" : "false");
+        caret.title = open ? "Collapse this subtree" : "Expand this subtree";
+      }
+    });
+  }
+
+  // --- Clicks --------------------------------------------------------------------------
+  document.addEventListener("click", function (event) {
+    var target = event.target;
+    var copy = target.closest("[data-copy], [data-copy-target]");
+    if (copy) {
+      var text = copy.dataset.copy;
+      if (copy.dataset.copyTarget) {
+        var source = document.getElementById(copy.dataset.copyTarget);
+        text = source ? source.textContent : "";
+      }
+      copyText(text).then(function () { toast("Copied to the clipboard", "success"); },
+        function () { toast("Could not copy: the browser refused", "error"); });
+      return;
+    }
+    var toggle = target.closest("[data-toggle]");
+    if (toggle) {
+      event.preventDefault();
+      event.stopPropagation();
+      var id = toggle.closest(".span-row").dataset.span;
+      if (collapsed.has(id)) collapsed.delete(id); else collapsed.add(id);
+      applyCollapse();
+      return;
+    }
+    if (target.closest("[data-expand-all]")) { collapsed.clear(); applyCollapse(); return; }
+    if (target.closest("[data-collapse-all]")) {
+      document.querySelectorAll(".span-row").forEach(function (row) {
+        if (row.dataset.depth === "0" && row.querySelector("[data-toggle]")) collapsed.add(row.dataset.span);
+      });
+      applyCollapse();
+      return;
+    }
+    var example = target.closest("[data-example]");
+    if (example) {
+      var q = document.getElementById("q");
+      q.value = example.dataset.example;
+      q.closest("details, form") && document.getElementById("search-help").removeAttribute("open");
+      q.form.requestSubmit();
+      return;
+    }
+    if (target.closest("[data-close-panel]")) {
+      event.preventDefault();
+      closePanel(target.closest("[data-close-panel]").getAttribute("href"));
+      return;
+    }
+    if (target.closest("[data-retry]")) {
+      var button = target.closest("[data-retry]");
+      var where = document.querySelector(button.dataset.target);
+      htmx.ajax("GET", button.dataset.retry, { target: where, swap: "innerHTML" });
+      return;
+    }
+    if (target.closest("[data-compare]")) {
+      var ids = selectedIds();
+      if (ids.length === 2) {
+        window.location.href = target.closest("[data-compare]").dataset.compare +
+          "?a=" + encodeURIComponent(ids[0]) + "&b=" + encodeURIComponent(ids[1]);
+      }
+      return;
+    }
+    // A click anywhere on a span row opens it, as a click on its name does.
+    var row = target.closest(".span-row");
+    if (row && !target.closest("a, button")) {
+      var link = row.querySelector("[data-nav-link]");
+      if (link) link.click();
+    }
+  });
+
+  document.addEventListener("change", function (event) {
+    if (event.target.matches("[data-check-all]")) {
+      document.querySelectorAll('input[name="ids"]').forEach(function (box) {
+        box.checked = event.target.checked;
+      });
+    }
+    if (event.target.matches('input[name="ids"], [data-check-all]')) updateSelection();
+  });
+
+  function closePanel(url) {
+    var panel = document.getElementById("panel");
+    if (!panel) return;
+    panel.innerHTML = '<div class="panel-empty"><p>Select a span to see its attributes, events and messages.</p></div>';
+    document.querySelectorAll(".span-row.is-selected").forEach(function (row) { row.classList.remove("is-selected"); });
+    if (url) history.pushState({}, "", url);
+  }
+
+  function markSelected() {
+    var panel = document.querySelector("#panel [data-span-id]");
+    var id = panel ? panel.dataset.spanId : null;
+    document.querySelectorAll(".span-row").forEach(function (row) {
+      row.classList.toggle("is-selected", row.dataset.span === id);
+    });
+  }
+
+  // --- Keyboard ------------------------------------------------------------------------
+  function navRows() {
+    return Array.prototype.filter.call(document.querySelectorAll("[data-nav-row]"), function (row) {
+      return !row.hidden && row.offsetParent !== null;
+    });
+  }
+  document.addEventListener("keydown", function (event) {
+    var tag = (event.target.tagName || "").toLowerCase();
+    var typing = tag === "input" || tag === "textarea" || tag === "select" || event.target.isContentEditable;
+    if (event.key === "Escape") {
+      if (typing) { event.target.blur(); return; }
+      var close = document.querySelector("[data-close-panel]");
+      if (close) closePanel(close.getAttribute("href"));
+      return;
+    }
+    if (typing || event.metaKey || event.ctrlKey || event.altKey) return;
+    if (event.key === "/") {
+      var search = document.querySelector("[data-search-focus]") || document.getElementById("span-filter");
+      if (search) { event.preventDefault(); search.focus(); search.select(); }
+      return;
+    }
+    if (event.key === "j" || event.key === "k") {
+      var rows = navRows();
+      if (!rows.length) return;
+      var current = rows.findIndex(function (row) { return row.classList.contains("is-current"); });
+      if (current < 0) current = rows.findIndex(function (row) { return row.classList.contains("is-selected"); });
+      var next = event.key === "j" ? Math.min(current + 1, rows.length - 1) : Math.max(current - 1, 0);
+      if (current < 0) next = 0;
+      rows.forEach(function (row) { row.classList.remove("is-current"); });
+      rows[next].classList.add("is-current");
+      rows[next].scrollIntoView({ block: "nearest" });
+      event.preventDefault();
+      return;
+    }
+    if (event.key === "Enter") {
+      var active = document.querySelector("[data-nav-row].is-current [data-nav-link]");
+      if (active) { event.preventDefault(); active.click(); }
+    }
+  });
+
+  // --- htmx: loading, errors, after swaps ------------------------------------------------
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var target = event.detail.target;
+    if (target) target.classList.add("is-loading");
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var target = event.detail.target;
+    if (target) target.classList.remove("is-loading");
+  });
+  function showFailure(event, text) {
+    var detail = event.detail;
+    var verb = (detail.requestConfig && detail.requestConfig.verb) || "get";
+    if (verb !== "get" || !detail.target || !detail.target.id) {
+      toast(text, "error");
+      return;
+    }
+    var path = detail.pathInfo && detail.pathInfo.finalRequestPath;
+    var box = document.createElement("div");
+    box.className = "error-state";
+    var message = document.createElement("p");
+    message.textContent = text;
+    var retry = document.createElement("button");
+    retry.type = "button";
+    retry.className = "btn";
+    retry.textContent = "Retry";
+    retry.dataset.retry = path || window.location.href;
+    retry.dataset.target = "#" + detail.target.id;
+    box.appendChild(message);
+    box.appendChild(retry);
+    detail.target.replaceChildren(box);
+  }
+  document.addEventListener("htmx:responseError", function (event) {
+    var status = event.detail.xhr ? event.detail.xhr.status : "";
+    showFailure(event, "The server answered with an error (" + status + ").");
+  });
+  document.addEventListener("htmx:sendError", function (event) {
+    showFailure(event, "Could not reach msgtrace. Is the server running?");
+  });
+  document.addEventListener("htmx:afterSettle", function () {
+    applyCollapse();
+    markSelected();
+    updateSelection();
+    localTimes(document);
+  });
+  document.addEventListener("msgtrace:refresh", function () { updateSelection(); });
+
+  // --- Times in the reader's time zone --------------------------------------------------
+  var pad = function (n) { return String(n).padStart(2, "0"); };
+  function localTimes(root) {
+    root.querySelectorAll("time[datetime]:not([data-local])").forEach(function (el) {
+      var when = new Date(el.getAttribute("datetime"));
+      if (isNaN(when)) return;
+      el.dataset.local = "";
+      el.title = el.getAttribute("datetime").replace("T", " ").replace("Z", " UTC");
+      if (el.hasAttribute("data-relative")) {
+        var seconds = Math.round((Date.now() - when) / 1000);
+        var text = seconds < 60 ? "just now" : seconds < 3600 ? Math.floor(seconds / 60) + " min ago"
+          : seconds < 86400 ? Math.floor(seconds / 3600) + " h ago" : Math.floor(seconds / 86400) + " d ago";
+        el.textContent = text;
+      } else {
+        el.textContent = when.getFullYear() + "-" + pad(when.getMonth() + 1) + "-" + pad(when.getDate()) +
+          " " + pad(when.getHours()) + ":" + pad(when.getMinutes()) + ":" + pad(when.getSeconds());
+        var label = el.nextElementSibling;
+        if (label && label.hasAttribute("data-tz")) label.textContent = "local time";
+      }
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-toast]").forEach(dismissLater);
+    localTimes(document);
+    updateSelection();
+    var selected = document.querySelector(".span-row.is-selected");
+    if (selected) selected.scrollIntoView({ block: "nearest" });
+  });
+})();
