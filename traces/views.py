@@ -251,7 +251,11 @@ def _trace_context(request: HttpRequest, trace: Trace, selected: str = "") -> di
 def _trace_or_404(request: HttpRequest, trace_id: str) -> Trace | HttpResponse:
     trace = Trace.objects.filter(pk=trace_id.lower()).first() if len(trace_id) <= 64 else None
     if trace is None:
-        context = {"trace_id": trace_id[:64], "well_formed": _is_trace_id(trace_id.lower())}
+        context = {
+            "trace_id": trace_id[:64],
+            "span_id": "",
+            "well_formed": _is_trace_id(trace_id.lower()),
+        }
         return render(request, "traces/not_found.html", context, status=404)
     return trace
 
@@ -291,7 +295,7 @@ def span_detail(request: HttpRequest, trace_id: str, span_id: str) -> HttpRespon
 def _span_context(trace: Trace, span: Span) -> dict:
     parent = None
     if span.parent_span_id:
-        parent = trace.spans.filter(span_id=span.parent_span_id).only("span_id", "name").first()
+        parent = trace.spans.filter(span_id=span.parent_span_id).values("span_id", "name").first()
     return {
         "parent": parent,
         "offset_ns": span.start_ns - trace.start_ns,
