@@ -11,5 +11,6 @@ urlpatterns = [
     path("api/v1/stats", api.stats, name="api_stats"),
     path("health", api.health, name="health"),
     path("admin/", admin.site.urls),
+    path("search/", include("search.urls")),
     path("", include("traces.urls")),
 ]

@@ -20,7 +20,9 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
 from search.compiler import compile_query
 from search.filters import TraceFilter
-from search.parser import QueryError
+from search.models import history_record
+from search.parser import FIELDS, KEYED_FIELDS, QueryError
+from search.views import menus_context
 from traces.conversation import conversation
 from traces.models import Span, Trace
 from traces.services import traces_delete
@@ -114,6 +116,8 @@ def _list_context(request: HttpRequest) -> tuple[dict, int]:
         "services": _choices("service_name", request.GET.get("service", "")),
         "workflows": _choices("workflow_name", request.GET.get("workflow", "")),
         "list_windows": LIST_WINDOWS,
+        # For autocomplete: every field the language knows; keyed ones end in a dot.
+        "query_fields": " ".join(f"{f}." if f in KEYED_FIELDS else f for f in FIELDS),
     }
     if errors:
         # Never show an unfiltered list for a filter that did not apply.
@@ -171,6 +175,9 @@ def _choices(column: str, current: str) -> list[str]:
 @require_GET
 def trace_list(request: HttpRequest) -> HttpResponse:
     context, status = _list_context(request)
+    if status == 200 and context["q"]:
+        history_record(query=context["q"])
+    context.update(menus_context())
     template = "traces/list.html#results" if _fragment(request) else "traces/list.html"
     return render(request, template, context, status=status)
 

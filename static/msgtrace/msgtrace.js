@@ -255,6 +255,76 @@
     localTimes(document);
   });
   document.addEventListener("msgtrace:refresh", function () { updateSelection(); });
+  // "Save current search" saves what is in the search box now, not when the page loaded.
+  document.addEventListener("htmx:configRequest", function (event) {
+    if (event.detail.elt.closest && event.detail.elt.closest("[data-save-search]")) {
+      var q = document.getElementById("q");
+      if (q) event.detail.parameters.q = q.value;
+    }
+  });
+
+  // --- Field-name autocomplete in the search box ------------------------------------------
+  function setUpAutocomplete(input) {
+    var list = document.getElementById(input.getAttribute("aria-controls"));
+    var fields = (input.dataset.fields || "").split(" ").filter(Boolean);
+    var active = -1;
+    function token() {
+      var upto = input.value.slice(0, input.selectionStart);
+      var match = /(^|[\s(])-?([A-Za-z_.]*)$/.exec(upto);
+      return match ? { text: match[2], start: upto.length - match[2].length } : null;
+    }
+    function hide() { list.hidden = true; list.replaceChildren(); active = -1; }
+    function choose(name) {
+      var current = token();
+      if (!current) return hide();
+      var suffix = name.endsWith(".") ? "" : ":";
+      var before = input.value.slice(0, current.start);
+      var after = input.value.slice(input.selectionStart);
+      input.value = before + name + suffix + after;
+      var caret = (before + name + suffix).length;
+      input.setSelectionRange(caret, caret);
+      hide();
+      input.focus();
+    }
+    function show() {
+      var current = token();
+      if (!current || !current.text || current.text.indexOf(":") >= 0) return hide();
+      var prefix = current.text.toLowerCase();
+      var matches = fields.filter(function (f) { return f.startsWith(prefix) && f !== prefix; }).slice(0, 8);
+      if (!matches.length) return hide();
+      list.replaceChildren();
+      matches.forEach(function (name, index) {
+        var item = document.createElement("li");
+        item.setAttribute("role", "option");
+        item.textContent = name;
+        item.addEventListener("mousedown", function (event) { event.preventDefault(); choose(name); });
+        list.appendChild(item);
+      });
+      active = -1;
+      list.hidden = false;
+    }
+    function highlight(step) {
+      var items = list.querySelectorAll("li");
+      if (!items.length) return;
+      active = (active + step + items.length) % items.length;
+      items.forEach(function (item, index) { item.setAttribute("aria-selected", index === active ? "true" : "false"); });
+    }
+    input.addEventListener("input", show);
+    input.addEventListener("blur", hide);
+    input.addEventListener("keydown", function (event) {
+      if (list.hidden) return;
+      if (event.key === "ArrowDown") { event.preventDefault(); highlight(1); }
+      else if (event.key === "ArrowUp") { event.preventDefault(); highlight(-1); }
+      else if ((event.key === "Enter" || event.key === "Tab") && active >= 0) {
+        event.preventDefault();
+        event.stopPropagation();
+        choose(list.querySelectorAll("li")[active].textContent);
+      } else if (event.key === "Tab") {
+        event.preventDefault();
+        choose(list.querySelector("li").textContent);
+      } else if (event.key === "Escape") { event.stopPropagation(); hide(); }
+    });
+  }
 
   // --- Times in the reader's time zone --------------------------------------------------
   var pad = function (n) { return String(n).padStart(2, "0"); };
@@ -280,6 +350,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-toast]").forEach(dismissLater);
+    document.querySelectorAll("input[data-fields]").forEach(setUpAutocomplete);
     localTimes(document);
     updateSelection();
     var selected = document.querySelector(".span-row.is-selected");
