@@ -7,10 +7,10 @@ an inline partial of the same template, so reload, back and bookmarks give the s
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -87,6 +87,28 @@ def _window_error(value: str) -> str:
     return f"window must be one of {', '.join(WINDOWS)}; got {value[:40]!r}"
 
 
+@dataclass(slots=True)
+class ListPage:
+    """One page of the list. It does not count the whole result: that can take seconds for
+    a query that scans spans, so the page shows at once and the total arrives separately."""
+
+    number: int
+    traces: list[Trace]
+    has_next: bool
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    @property
+    def start_index(self) -> int:
+        return (self.number - 1) * PAGE_SIZE + 1
+
+    @property
+    def end_index(self) -> int:
+        return self.start_index + len(self.traces) - 1
+
+
 def _list_context(request: HttpRequest) -> tuple[dict, int]:
     """The trace list for the request's filters, query, sort and page; status 400 if invalid."""
     filterset = TraceFilter(request.GET, queryset=Trace.objects.all())
@@ -113,8 +135,6 @@ def _list_context(request: HttpRequest) -> tuple[dict, int]:
         "query_caret": " " * query_error.position + "^" if query_error else "",
         "sort": sort,
         "errors": errors,
-        "services": _choices("service_name", request.GET.get("service", "")),
-        "workflows": _choices("workflow_name", request.GET.get("workflow", "")),
         "list_windows": LIST_WINDOWS,
         # For autocomplete: every field the language knows; keyed ones end in a dot.
         "query_fields": " ".join(f"{f}." if f in KEYED_FIELDS else f for f in FIELDS),
@@ -125,12 +145,15 @@ def _list_context(request: HttpRequest) -> tuple[dict, int]:
     column = SORTS[sort.removeprefix("-")]
     ordering = (f"-{column}", "-trace_id") if sort.startswith("-") else (column, "trace_id")
     queryset = filterset.qs.filter(query).order_by(*ordering)
-    page = Paginator(queryset, PAGE_SIZE).get_page(int(page_number))
-    traces = list(page.object_list)
-    longest = max((trace.duration_ns for trace in traces), default=0)
-    for trace in traces:
+    number = int(page_number)
+    start = (number - 1) * PAGE_SIZE
+    traces = list(queryset[start : start + PAGE_SIZE + 1])  # one more tells if there is a next
+    page = ListPage(number, traces[:PAGE_SIZE], len(traces) > PAGE_SIZE)
+    longest = max((trace.duration_ns for trace in page.traces), default=0)
+    for trace in page.traces:
         trace.bar = f"{trace.duration_ns / longest * 100:.1f}" if longest else "0"
-    return {**context, "page": page, "traces": traces, "columns": _columns(sort)}, 200
+    context.update(page=page, traces=page.traces, columns=_columns(sort), queryset=queryset)
+    return context, 200
 
 
 _COLUMNS = (
@@ -175,11 +198,19 @@ def _choices(column: str, current: str) -> list[str]:
 @require_GET
 def trace_list(request: HttpRequest) -> HttpResponse:
     context, status = _list_context(request)
+    if request.GET.get("count") == "1":
+        # The total, asked for by the page once its rows are shown.
+        if status != 200:
+            return HttpResponse("?", status=status, content_type="text/plain")
+        return HttpResponse(f"{context['queryset'].count():,}", content_type="text/plain")
     if status == 200 and context["q"]:
         history_record(query=context["q"])
     context.update(menus_context())
-    template = "traces/list.html#results" if _fragment(request) else "traces/list.html"
-    return render(request, template, context, status=status)
+    if _fragment(request):
+        return render(request, "traces/list.html#results", context, status=status)
+    context["services"] = _choices("service_name", request.GET.get("service", ""))
+    context["workflows"] = _choices("workflow_name", request.GET.get("workflow", ""))
+    return render(request, "traces/list.html", context, status=status)
 
 
 @require_POST

@@ -14,6 +14,7 @@ from traces.models import Trace
 pytestmark = pytest.mark.django_db
 MS = 1_000_000
 HTMX = {"HTTP_HX_REQUEST": "true"}
+USER_TURN = '[{"role": "user", "parts": [{"type": "text", "content": "Where is my parcel?"}]}]'
 
 
 def store(*spans, service="svc"):
@@ -34,10 +35,11 @@ def agent_trace(*, service="svc", workflow="answer", error=False, minutes_ago=1,
         spans.append(
             otlp.span(
                 trace_id, otlp.new_span_id(), f"chat gpt-4o #{i}", parent=root, base_ns=base,
-                start_ms=10 + i * 100, duration_ms=80, error="rate limited" if error and i == 0 else None,
+                start_ms=10 + i * 100, duration_ms=80,
+                error="rate limited" if error and i == 0 else None,
                 gen_ai__operation__name="chat", gen_ai__request__model="gpt-4o",
                 gen_ai__usage__input_tokens=100, gen_ai__usage__output_tokens=20,
-                gen_ai__input__messages='[{"role": "user", "parts": [{"type": "text", "content": "Where is my parcel?"}]}]',
+                gen_ai__input__messages=USER_TURN,
             )
         )  # fmt: skip
     store(*spans, service=service)
@@ -176,9 +178,17 @@ def test_list_pages_fifty_at_a_time(client):
         agent_trace(children=0)
     first = client.get("/traces").content.decode()
     second = client.get("/traces?page=2").content.decode()
-    assert "1–50 of 52" in first
-    assert "51–52 of 52" in second
+    assert "1–50\n" in first and 'rel="next"' in first
+    # The last page knows its total without counting; the count itself is its own request.
+    assert "51–52\n      of <span" in second and 'rel="next"' not in second
     assert first.count('name="ids"') == 50 and second.count('name="ids"') == 2
+    assert client.get("/traces?page=2&count=1", **HTMX).content == b"52"
+    beyond = client.get("/traces?page=9").content.decode()
+    assert "Nothing on page 9" in beyond and 'rel="prev"' in beyond
+
+
+def test_count_of_a_bad_filter_is_a_400(client):
+    assert client.get("/traces?count=1&q=duration:>", **HTMX).status_code == 400
 
 
 def test_list_query_count_does_not_grow_with_rows(client, django_assert_max_num_queries):
@@ -374,4 +384,4 @@ def test_span_strings_are_escaped_in_every_page(client):
         assert "<script>alert(1)" not in text, page
         assert "<img src=x" not in text, page
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text or page.startswith("/traces?q"), page
-        assert "49" not in text.replace(trace_id, ""), page
+        assert "{{ 7*7 }}" in text, page  # template syntax in data stays text
