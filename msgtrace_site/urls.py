@@ -9,6 +9,7 @@ urlpatterns = [
     path("api/v1/traces/<str:trace_id>", api.trace_detail, name="api_trace_detail"),
     path("api/v1/traces/<str:trace_id>/tree", api.trace_tree, name="api_trace_tree"),
     path("api/v1/stats", api.stats, name="api_stats"),
+    path("api/v1/compare", api.compare, name="api_compare"),
     path("health", api.health, name="health"),
     path("admin/", admin.site.urls),
     path("search/", include("search.urls")),

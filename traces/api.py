@@ -12,9 +12,13 @@ from django.views.decorators.csrf import csrf_exempt
 from search.compiler import compile_query
 from search.filters import TraceFilter
 from search.parser import QueryError
+from traces.compare import compare as compare_traces
+from traces.compare import summary
 from traces.models import Span, Trace
 from traces.services import traces_delete
+from traces.timeline import load_lines
 from traces.tree import build_tree
+from traces.views import compare_inputs
 
 MAX_LIMIT = 1000
 
@@ -204,6 +208,25 @@ def stats(request: HttpRequest) -> JsonResponse:
             "cost": stats["cost"],
             "p50_duration_ms": p50 / 1e6 if p50 is not None else None,
             "p95_duration_ms": p95 / 1e6 if p95 is not None else None,
+        }
+    )
+
+
+@api_view("GET")
+def compare(request: HttpRequest) -> JsonResponse:
+    traces, problem = compare_inputs(request)
+    if traces is None:
+        parameter, message = problem.split(": ", 1)
+        status = 404 if message.startswith("no trace") else 400
+        return error(status, problem, parameter=parameter)
+    a, b = traces
+    comparison = compare_traces(load_lines(a), load_lines(b))
+    return JsonResponse(
+        {
+            "a": trace_summary(a),
+            "b": trace_summary(b),
+            "summary": [metric.to_dict() for metric in summary(a, b)],
+            **comparison.to_dict(),
         }
     )
 

@@ -104,12 +104,13 @@ def _percent(part: float, whole: float) -> str:
     return f"{part / whole * 100:.3f}" if whole > 0 else "0"
 
 
-def lay_out(lines: list[SpanLine]) -> Layout:
+def lay_out(lines: list[SpanLine], scale_ns: int | None = None) -> Layout:
+    """Rows in tree order with bar geometry; ``scale_ns`` puts two traces on one time axis."""
     if not lines:
         return Layout([], 0, 0, [], None, 0)
     start = min(line.start_ns for line in lines)
     end = max(line.start_ns + line.duration_ns for line in lines)
-    total = max(end - start, 1)
+    total = max(scale_ns or end - start, 1)
     placed = list(walk(lines))
     parents_with_children = {p.parent.span_id for p in placed if p.parent is not None}
     rows = []
@@ -137,13 +138,18 @@ def lay_out(lines: list[SpanLine]) -> Layout:
         if line.is_error and first_error is None:
             first_error = line.span_id
         max_depth = max(max_depth, item.depth)
-    step = nice_step(total)
+    return Layout(rows, start, total, axis_ticks(total), first_error, max_depth)
+
+
+def axis_ticks(total_ns: int) -> list[tuple[str, int, str]]:
+    """(percent, ns, SVG text-anchor) at round intervals across ``total_ns``."""
+    total_ns = max(total_ns, 1)
+    step = nice_step(total_ns)
     # Labels near the right edge anchor at their end so they stay inside the axis.
-    ticks = [
-        (_percent(ns, total), ns, "end" if ns / total > 0.93 else "start")
-        for ns in range(0, total + 1, step)
+    return [
+        (_percent(ns, total_ns), ns, "end" if ns / total_ns > 0.93 else "start")
+        for ns in range(0, total_ns + 1, step)
     ]
-    return Layout(rows, start, total, ticks, first_error, max_depth)
 
 
 def narrow(layout: Layout, needle: str) -> list[Row]:

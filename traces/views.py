@@ -23,11 +23,12 @@ from search.filters import TraceFilter
 from search.models import history_record
 from search.parser import FIELDS, KEYED_FIELDS, QueryError
 from search.views import menus_context
+from traces.compare import compare, summary
 from traces.conversation import conversation
 from traces.models import Span, Trace
 from traces.services import traces_delete
 from traces.spans import attribute_groups, exception_events, plain_events, safe_links
-from traces.timeline import WINDOW, lay_out, load_lines, narrow
+from traces.timeline import WINDOW, axis_ticks, lay_out, load_lines, narrow
 
 WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7), "all": None}
 DEFAULT_WINDOW = "24h"
@@ -203,8 +204,7 @@ def trace_list(request: HttpRequest) -> HttpResponse:
         if status != 200:
             return HttpResponse("?", status=status, content_type="text/plain")
         return HttpResponse(f"{context['queryset'].count():,}", content_type="text/plain")
-    if status == 200 and context["q"]:
-        history_record(query=context["q"])
+    context["history_changed"] = status == 200 and history_record(query=context["q"])
     context.update(menus_context())
     if _fragment(request):
         return render(request, "traces/list.html#results", context, status=status)
@@ -266,8 +266,17 @@ def _trace_context(request: HttpRequest, trace: Trace, selected: str = "") -> di
     start = min(start, max(len(rows) - 1, 0))
     shown = rows[start : start + WINDOW]
     view = "tree" if request.GET.get("view") == "tree" else "timeline"
+    # Candidates for "compare with…": other recent runs of the same workflow (or root span).
+    same = (
+        {"workflow_name": trace.workflow_name}
+        if trace.workflow_name
+        # Within the service: its index finds the newest matches without a full scan.
+        else {"service_name": trace.service_name, "root_span_name": trace.root_span_name}
+    )
+    similar = Trace.objects.filter(**same).exclude(pk=trace.pk).newest_first()[:6]
     return {
         "trace": trace,
+        "similar": similar,
         "layout": layout,
         "rows": shown,
         "row_count": len(rows),
@@ -357,3 +366,100 @@ def trace_delete(request: HttpRequest, trace_id: str) -> HttpResponse:
     if request.htmx:
         return HttpResponseClientRedirect(reverse("traces:list"))
     return redirect("traces:list")
+
+
+COMPARE_ROWS = 300  # span pairs shown before "show all"
+COMPARE_TIMELINE_ROWS = 300
+# Sort keys of the compare table, each a function of a row; the default is the regression.
+COMPARE_SORTS = {
+    "regression": lambda row: (-row.regression_score, row.path),
+    "path": lambda row: row.path,
+    "a": lambda row: -(row.a.duration_ns if row.a else -1),
+    "b": lambda row: -(row.b.duration_ns if row.b else -1),
+    "tokens": lambda row: -abs(row.tokens_delta),
+    "cost": lambda row: -abs(row.cost_delta or 0),
+    "status": lambda row: (not row.status_change, row.kind == "matched", row.path),
+}
+
+
+def compare_inputs(request: HttpRequest) -> tuple[list[Trace] | None, str]:
+    """The two traces named by ``a`` and ``b``, or a message saying what is wrong."""
+    ids = [request.GET.get("a", "").strip().lower(), request.GET.get("b", "").strip().lower()]
+    for name, value in zip("ab", ids, strict=True):
+        if not value:
+            return None, f"{name}: give the id of trace {name.upper()}"
+        if not _is_trace_id(value):
+            return None, f"{name}: {value[:64]!r} is not a trace id (32 hex characters)"
+    found = Trace.objects.in_bulk(ids)
+    for name, value in zip("ab", ids, strict=True):
+        if value not in found:
+            return None, f"{name}: no trace {value}"
+    return [found[ids[0]], found[ids[1]]], ""
+
+
+@require_GET
+def trace_compare(request: HttpRequest) -> HttpResponse:
+    traces, problem = compare_inputs(request)
+    if traces is None:
+        status = 404 if problem.split(": ", 1)[1].startswith("no trace") else 400
+        return render(request, "traces/compare.html", {"problem": problem}, status=status)
+    a, b = traces
+    sort = request.GET.get("sort", "regression")
+    min_change = request.GET.get("min_change", "").strip()
+    errors = []
+    if sort not in COMPARE_SORTS:
+        errors.append(f"sort must be one of {', '.join(COMPARE_SORTS)}")
+    try:
+        threshold_ns = int(float(min_change) * 1_000_000) if min_change else 0
+        if threshold_ns < 0 or threshold_ns > 10**15:
+            raise ValueError
+    except ValueError:
+        errors.append(f"min_change must be a number of milliseconds ≥ 0; got {min_change[:20]!r}")
+        threshold_ns = 0
+    if errors:
+        context = {"problem": "; ".join(errors), "a": a, "b": b}
+        return render(request, "traces/compare.html", context, status=400)
+
+    lines_a, lines_b = load_lines(a), load_lines(b)
+    comparison = compare(lines_a, lines_b)
+    rows = sorted(comparison.rows, key=COMPARE_SORTS[sort])
+    if threshold_ns:
+        rows = [
+            row
+            for row in rows
+            if row.kind != "matched"
+            or row.status_change
+            or abs(row.duration_delta_ns) >= threshold_ns
+        ]
+    show_all = request.GET.get("all") == "1"
+    # One time axis for both timelines, so equal durations have equal bars.
+    scale = max(a.duration_ns, b.duration_ns, 1)
+    matched = [(index, row) for index, row in enumerate(comparison.rows) if row.kind == "matched"]
+    pair_a = {row.a.span_id: index for index, row in matched}
+    pair_b = {row.b.span_id: index for index, row in matched}
+    timelines = []
+    for label, trace, lines, pairs in (("A", a, lines_a, pair_a), ("B", b, lines_b, pair_b)):
+        layout = lay_out(lines, scale_ns=scale)
+        shown = layout.rows[:COMPARE_TIMELINE_ROWS]
+        timelines.append(
+            {
+                "label": label, "trace": trace, "layout": layout,
+                "hidden": len(layout.rows) - len(shown),
+                "rows": [(row, pairs.get(row.span.span_id, "")) for row in shown],
+            }
+        )  # fmt: skip
+    pair_index = {id(row): index for index, row in enumerate(comparison.rows)}
+    context = {
+        "a": a,
+        "b": b,
+        "metrics": summary(a, b),
+        "comparison": comparison,
+        "rows": [(row, pair_index[id(row)]) for row in rows[: None if show_all else COMPARE_ROWS]],
+        "row_total": len(rows),
+        "show_all": show_all,
+        "sort": sort,
+        "min_change": min_change,
+        "timelines": timelines,
+        "ticks": axis_ticks(scale),
+    }
+    return render(request, "traces/compare.html", context)

@@ -130,10 +130,12 @@
       return;
     }
     if (target.closest("[data-compare]")) {
-      var ids = selectedIds();
-      if (ids.length === 2) {
+      // The earlier trace is the baseline (A), whatever order the list is sorted in.
+      var boxes = Array.prototype.slice.call(document.querySelectorAll('input[name="ids"]:checked'));
+      if (boxes.length === 2) {
+        boxes.sort(function (x, y) { return Number(x.dataset.start) - Number(y.dataset.start); });
         window.location.href = target.closest("[data-compare]").dataset.compare +
-          "?a=" + encodeURIComponent(ids[0]) + "&b=" + encodeURIComponent(ids[1]);
+          "?a=" + encodeURIComponent(boxes[0].value) + "&b=" + encodeURIComponent(boxes[1].value);
       }
       return;
     }
@@ -144,6 +146,17 @@
       if (link) link.click();
     }
   });
+
+  // Compare: hovering a span shows its partner in the other trace.
+  function pairHover(event, on) {
+    var item = event.target.closest && event.target.closest("[data-pair]");
+    if (!item || item.dataset.pair === "") return;
+    document.querySelectorAll('[data-pair="' + item.dataset.pair + '"]').forEach(function (el) {
+      el.classList.toggle("is-paired", on);
+    });
+  }
+  document.addEventListener("mouseover", function (event) { pairHover(event, true); });
+  document.addEventListener("mouseout", function (event) { pairHover(event, false); });
 
   document.addEventListener("change", function (event) {
     if (event.target.matches("[data-check-all]")) {

@@ -111,3 +111,28 @@ def query(context, **changes) -> str:
 def get_item(mapping: dict, key: str):
     """``row|get_item:field`` for rows keyed by a column name the view chose."""
     return mapping.get(key, "")
+
+
+@register.filter
+def measure(value, unit: str) -> str:
+    """A figure in its unit: ``duration`` (ns), ``money`` or a plain ``count``."""
+    if unit == "duration":
+        return duration(value)
+    if unit == "money":
+        return money(value)
+    return f"{value:,.0f}" if value is not None else "—"
+
+
+@register.filter
+def signed_percent(value: float) -> str:
+    """+58.1%, −50.0%: the same minus sign as the changes beside it."""
+    return f"{'−' if value < 0 else '+'}{abs(value):.1f}%"
+
+
+@register.filter
+def change(value, unit: str) -> str:
+    """A signed change in its unit; durations and money keep their sign outside the unit."""
+    if value is None:
+        return "—"
+    sign = "−" if value < 0 else "+"
+    return f"{sign}{measure(abs(value), unit)}"
