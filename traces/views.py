@@ -65,7 +65,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     traces = Trace.objects.all()
     if WINDOWS[window] is not None:
         traces = traces.started_between(since=timezone.now() - WINDOWS[window])
-    stats = traces.stats()
+    overview = traces.overview()
+    stats = traces.stats(totals=overview["totals"])
     stats["cost_per_trace"] = stats["cost"] / stats["traces"] if stats["traces"] else None
     context = {
         "window": window,
@@ -75,8 +76,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "empty_install": stats["traces"] == 0 and not Trace.objects.exists(),
         "recent": traces.newest_first()[:8],
         "recent_errors": traces.with_errors().newest_first()[:8],
-        "top_services": traces.top("service_name"),
-        "top_workflows": traces.top("workflow_name"),
+        "top_services": overview["top_services"],
+        "top_workflows": overview["top_workflows"],
         "endpoint": request.build_absolute_uri("/v1/traces"),
         "base_url": request.build_absolute_uri("/").rstrip("/"),
     }

@@ -272,7 +272,8 @@ def test_trace_page_shows_header_and_rows_in_tree_order(client):
 
 def test_trace_page_query_count_is_constant(client, django_assert_num_queries):
     trace_id, _ = agent_trace(children=40)
-    with django_assert_num_queries(2):
+    # the trace, its span rows, other runs of its workflow (for "compare with…")
+    with django_assert_num_queries(3):
         client.get(f"/traces/{trace_id}")
 
 
@@ -339,7 +340,7 @@ def test_span_panel_fragment_shows_attributes_conversation_and_exception(client)
 
 def test_span_page_without_htmx_is_the_whole_trace_page(client, django_assert_num_queries):
     trace_id, spans = agent_trace()
-    with django_assert_num_queries(4):
+    with django_assert_num_queries(5):
         response = client.get(f"/traces/{trace_id}/spans/{span_id_of(spans[2])}")
     text = response.content.decode()
     assert "<html" in text and 'id="panel"' in text and "chat gpt-4o #1" in text
@@ -385,3 +386,19 @@ def test_span_strings_are_escaped_in_every_page(client):
         assert "<img src=x" not in text, page
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text or page.startswith("/traces?q"), page
         assert "{{ 7*7 }}" in text, page  # template syntax in data stays text
+
+
+def test_overview_folds_groups_into_the_same_totals_and_tops_as_separate_queries():
+    for service, workflow, error in [("a", "w1", False), ("a", "w2", True), ("b", "w1", True)]:
+        agent_trace(service=service, workflow=workflow, error=error)
+    traces = Trace.objects.all()
+    grouped, separate = traces.overview(), traces.overview(max_groups=0)  # 0: the fallback
+    assert grouped["totals"] == separate["totals"] == traces.totals()
+    for key in ("top_services", "top_workflows"):
+        assert [(r["traces"], r["errors"]) for r in grouped[key]] == [
+            (r["traces"], r["errors"]) for r in separate[key]
+        ]
+        assert [r["mean_ns"] for r in grouped[key]] == pytest.approx(
+            [r["mean_ns"] for r in separate[key]]
+        )
+    assert [r["service_name"] for r in grouped["top_services"]] == ["a", "b"]
