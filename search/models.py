@@ -48,14 +48,20 @@ class SavedFilter(models.Model):
         return self.name
 
 
-def history_record(*, query: str) -> None:
-    """Remember a query that ran: newest first, distinct, at most ``HISTORY_SIZE``."""
+def history_record(*, query: str) -> bool:
+    """Remember a query that ran: newest first, distinct, at most ``HISTORY_SIZE``.
+
+    Returns whether the history's order or contents changed (the menu then needs redrawing).
+    """
     query = query.strip()
     if not query or len(query) > HISTORY_QUERY_CHARS:
-        return  # a very long query is rare enough not to be worth remembering
+        return False  # a very long query is rare enough not to be worth remembering
     now = timezone.now()
     with transaction.atomic():
         newest = SearchHistory.objects.newest_first().first()
+        if newest is not None and newest.query == query:
+            SearchHistory.objects.filter(pk=newest.pk).update(last_used=now)
+            return False
         if (
             newest is not None
             and newest.query != query
@@ -66,3 +72,4 @@ def history_record(*, query: str) -> None:
         SearchHistory.objects.update_or_create(query=query, defaults={"last_used": now})
         stale = SearchHistory.objects.newest_first().values_list("pk", flat=True)[HISTORY_SIZE:]
         SearchHistory.objects.filter(pk__in=list(stale)).delete()
+    return True
