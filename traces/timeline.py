@@ -145,10 +145,11 @@ def axis_ticks(total_ns: int) -> list[tuple[str, int, str]]:
     """(percent, ns, SVG text-anchor) at round intervals across ``total_ns``."""
     total_ns = max(total_ns, 1)
     step = nice_step(total_ns)
-    # Labels near the right edge anchor at their end so they stay inside the axis.
+    # A tick too close to the right edge would print over its neighbour's label.
     return [
-        (_percent(ns, total_ns), ns, "end" if ns / total_ns > 0.93 else "start")
+        (_percent(ns, total_ns), ns, "start")
         for ns in range(0, total_ns + 1, step)
+        if ns == 0 or ns / total_ns <= 0.9
     ]
 
 

@@ -103,6 +103,14 @@ class ListPage:
         return self.number > 1
 
     @property
+    def next_page_number(self) -> int:
+        return self.number + 1
+
+    @property
+    def previous_page_number(self) -> int:
+        return self.number - 1
+
+    @property
     def start_index(self) -> int:
         return (self.number - 1) * PAGE_SIZE + 1
 

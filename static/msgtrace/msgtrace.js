@@ -262,6 +262,8 @@
     showFailure(event, "Could not reach msgtrace. Is the server running?");
   });
   document.addEventListener("htmx:afterSettle", function () {
+    var shown = document.querySelector("[data-shown-count]");
+    if (shown) shown.textContent = document.querySelectorAll(".span-row").length;
     applyCollapse();
     markSelected();
     updateSelection();

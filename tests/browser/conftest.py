@@ -1,0 +1,84 @@
+"""Real-browser fixtures: one Chromium, a fresh context and page per test, screenshots.
+
+The pages are driven against a real ``msgtrace start`` (the ``server`` fixtures), seeded
+through the real ingest path with the OpenTelemetry SDK. Nothing here touches the
+database in-process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+from tests.browser import Spans
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+VIEWPORT = {"width": 1440, "height": 900}
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "screenshots"
+
+
+@pytest.fixture(scope="package")
+def browser() -> Iterator[Browser]:
+    """One Chromium for all browser tests.
+
+    Package scope rather than session scope: while Playwright's sync API is running, its
+    event loop counts as running in this thread, and Django then refuses in-process
+    database access (SynchronousOnlyOperation) to every test module that runs after these.
+    """
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def new_context(browser: Browser) -> Iterator[Callable[..., BrowserContext]]:
+    """``new_context(**options)``: a fresh context at 1440×900, closed after the test."""
+    made: list[BrowserContext] = []
+
+    def make(**options) -> BrowserContext:
+        context = browser.new_context(**{"viewport": VIEWPORT, "color_scheme": "light", **options})
+        made.append(context)
+        return context
+
+    yield make
+    for context in made:
+        context.close()
+
+
+@pytest.fixture
+def context(new_context) -> BrowserContext:
+    return new_context()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    return context.new_page()
+
+
+@pytest.fixture(scope="session")
+def screenshot() -> Callable[[Page, str], None]:
+    """Save the page as ``tests/screenshots/<name>-<scheme>.png`` in light and in dark."""
+    SCREENSHOTS.mkdir(exist_ok=True)
+
+    def shoot(page: Page, name: str) -> None:
+        for scheme in ("light", "dark"):
+            page.emulate_media(color_scheme=scheme)
+            page.screenshot(path=SCREENSHOTS / f"{name}-{scheme}.png", animations="disabled")
+        page.emulate_media(color_scheme="light")
+
+    return shoot
+
+
+@pytest.fixture(scope="session")
+def otel(live_server_process) -> Callable[..., Spans]:
+    """``otel(service, resource=..., scope=...)``: spans exported to the session's server."""
+
+    def build(service: str, **options) -> Spans:
+        return Spans(live_server_process.url, service, **options)
+
+    return build
