@@ -667,6 +667,31 @@ def test_a_big_trace_shows_500_rows_then_more_on_demand(page, server, seeded):
 # --- Screenshots --------------------------------------------------------------------------
 
 
+def test_selecting_two_traces_and_compare_lands_on_the_comparison(page, server, seeded):
+    triage, refund = seeded.triage, seeded.refund
+    page.goto(f"{server.url}/traces?service={SHOP}")
+    compare = page.get_by_role("button", name="Compare")
+    expect(compare).to_be_disabled()
+    for trace_id in (triage.id, refund.id):
+        page.locator(f"input[name=ids][value='{trace_id}']").check()
+    expect(compare).to_be_enabled()
+    compare.click()
+    # The earlier of the two is the baseline, A.
+    starts = {
+        trace_id: server.get_json(f"/api/v1/traces/{trace_id}")["start_time_unix_nano"]
+        for trace_id in (triage.id, refund.id)
+    }
+    a, b = sorted(starts, key=starts.get)
+    expect(page).to_have_url(f"{server.url}/traces/compare?a={a}&b={b}")
+    expect(page.locator(".summary-table")).to_contain_text("Duration")
+    expect(page.locator(".compare-table tbody tr").first).to_be_visible()
+    # Hovering a matched span in the table highlights its partner in both timelines.
+    root = page.locator(".compare-table tbody tr").filter(has_text="invoke_agent").first
+    pair = root.get_attribute("data-pair")
+    root.hover()
+    expect(page.locator(f".compare-timeline [data-pair='{pair}'].is-paired")).to_have_count(2)
+
+
 def test_screenshots_of_every_page_in_light_and_dark(
     page, server, seeded, empty_server, screenshot
 ):
@@ -682,6 +707,7 @@ def test_screenshots_of_every_page_in_light_and_dark(
         ("trace-tree", f"{server.url}/traces/{triage.id}?view=tree", ".view-tree"),
         ("trace-big", f"{server.url}/traces/{seeded.big}", "a.more"),
         ("not-found", f"{server.url}/traces/{UNKNOWN_ID}", ".not-found"),
+        ("compare", f"{server.url}/traces/compare?a={triage.id}&b={refund.id}", ".compare-table"),
     ]
     for name, url, ready in shots:
         page.goto(url)
