@@ -692,6 +692,28 @@ def test_selecting_two_traces_and_compare_lands_on_the_comparison(page, server, 
     expect(page.locator(f".compare-timeline [data-pair='{pair}'].is-paired")).to_have_count(2)
 
 
+def test_with_javascript_off_every_page_can_still_be_read(new_context, server, seeded):
+    page = new_context(java_script_enabled=False).new_page()
+    triage = seeded.triage
+    # Filters are a plain form: submitting it loads the filtered list as a page.
+    page.goto(f"{server.url}/traces")
+    page.locator("select[name=service]").select_option(SHOP)
+    page.get_by_role("button", name="Search").click()
+    expect(page).to_have_url(re.compile(rf"service={SHOP}"))
+    assert set(_row_ids(page)) >= {triage.id, seeded.refund.id}
+    assert seeded.invoices.id not in _row_ids(page)
+    # Names are links; a span is a page of its own with its details beside the timeline.
+    page.get_by_role("link", name="triage", exact=True).click()
+    expect(page).to_have_url(f"{server.url}/traces/{triage.id}")
+    page.locator(f".span-row[data-span='{triage.chat}'] a.span-link").click()
+    expect(page).to_have_url(f"{server.url}/traces/{triage.id}/spans/{triage.chat}")
+    expect(page.locator("#panel .turn.role-user")).to_contain_text(QUESTION)
+    # Sorting is a link too.
+    page.goto(f"{server.url}/traces?service={SHOP}")
+    page.get_by_role("link", name="Duration").click()
+    expect(page).to_have_url(re.compile(r"sort=-duration"))
+
+
 def test_screenshots_of_every_page_in_light_and_dark(
     page, server, seeded, empty_server, screenshot
 ):
