@@ -11,9 +11,11 @@ run in-process exactly as ``GET /api/v1/traces?q=...`` runs it::
 after one warm-up, 5 times (``--runs``); the table shows the median (and best) of each,
 their sum per run ("page+count", what the API's list costs in the database), and the
 median of the whole view through Django's test client ("view ms": parsing, filtering,
-both queries and the JSON). The target is under 200 ms per query on SQLite for the
-page+count; a query over it is flagged. ``--explain`` prints the query plans (EXPLAIN
-QUERY PLAN on SQLite, EXPLAIN ANALYZE on PostgreSQL) of the flagged queries.
+both queries and the JSON). The target is under 200 ms per query on SQLite for the first
+page: the trace list shows its page at once and fetches the total in a second request, so
+the page is what a person waits for. A query over it is flagged. ``--explain`` prints the
+query plans (EXPLAIN QUERY PLAN on SQLite, EXPLAIN ANALYZE on PostgreSQL) of the flagged
+queries.
 
 Run from the repository root with the project's virtualenv::
 
@@ -207,7 +209,7 @@ def run_database(args: argparse.Namespace) -> int:
     for query, _note in queries:
         result = measure(query, args.runs, client)
         results.append(result)
-        slow = result["sum"] > TARGET_MS
+        slow = result["page"] > TARGET_MS
         view = f"{result['view']:7.1f}" if result["view"] is not None else f"{'-':>7}"
         print(
             f"{query:<42} {result['matches']:>8,} "
@@ -224,11 +226,11 @@ def run_database(args: argparse.Namespace) -> int:
             page_sql, count_sql = result["sql"][0], result["sql"][-1]
             explain("page", *page_sql)
             explain("count", *count_sql)
-    over = [r for r in results if r["sum"] > TARGET_MS]
+    over = [r for r in results if r["page"] > TARGET_MS]
     worst = max(results, key=lambda r: r["sum"])
     print(
-        f"{label}: {len(results) - len(over)}/{len(results)} queries under {TARGET_MS:.0f} ms "
-        f"(page+count median); page alone max {max(r['page'] for r in results):.1f} ms, "
+        f"{label}: {len(results) - len(over)}/{len(results)} first pages under "
+        f"{TARGET_MS:.0f} ms (median); page max {max(r['page'] for r in results):.1f} ms, "
         f"page+count max {worst['sum']:.1f} ms ({worst['query']})"
         + (f"; OVER: {', '.join(r['query'] for r in over)}" if over else "")
     )

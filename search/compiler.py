@@ -168,9 +168,15 @@ def _column_match(column: str, pattern: str) -> Q:
     return Q(**{f"{column}__{lookup}": value})
 
 
-def _compare(column: str, op: str, value) -> Q:
+def compare_column(column: str, op: str, value, *, trace_level: bool = True) -> Q:
     if op == "=":
         return Q(**{column: value})
+    if column == "duration_ns" and trace_level:
+        # SQLite (no STAT4) answers a duration range through the duration index and then
+        # sorts every match by start: 105 ms for `duration:>5s` on 100,000 traces, growing
+        # with the table. "+ 0" hides that index, so the list walks start order and stops
+        # at a page: 0.1 ms, and at worst (nothing matches) one pass, ~30 ms.
+        return Q(_ORDERED_LOOKUPS[op](F(column) + 0, value))
     return Q(**{f"{column}__{_ORDERED[op]}": value})
 
 
@@ -239,7 +245,7 @@ class _Compiler:
             return _column_match(column, value if "*" in value else value + "*")
         if isinstance(value, str):
             return _column_match(column, value)
-        return _compare(column, term.op, value)
+        return compare_column(column, term.op, value)
 
     def moment(self, value, position: int) -> datetime:
         if isinstance(value, datetime):
@@ -272,7 +278,8 @@ class _Compiler:
         column = SPAN_COLUMNS[field]
         if isinstance(value, str):
             return _column_match(column, value)
-        return _compare(column, term.op, value)
+        # Inside "some span of the trace": the span index is entered by trace, keep it whole.
+        return compare_column(column, term.op, value, trace_level=False)
 
 
 SPAN_FIELDS_COMPILED = frozenset({*SPAN_COLUMNS, *JSON_COLUMNS, "span.error"})

@@ -119,7 +119,7 @@ class ListPage:
         return self.start_index + len(self.traces) - 1
 
 
-def _list_context(request: HttpRequest) -> tuple[dict, int]:
+def _list_context(request: HttpRequest, *, rows: bool = True) -> tuple[dict, int]:
     """The trace list for the request's filters, query, sort and page; status 400 if invalid."""
     filterset = TraceFilter(request.GET, queryset=Trace.objects.all())
     errors: list[str] = []
@@ -155,6 +155,8 @@ def _list_context(request: HttpRequest) -> tuple[dict, int]:
     column = SORTS[sort.removeprefix("-")]
     ordering = (f"-{column}", "-trace_id") if sort.startswith("-") else (column, "trace_id")
     queryset = filterset.qs.filter(query).order_by(*ordering)
+    if not rows:
+        return {**context, "queryset": queryset}, 200
     number = int(page_number)
     start = (number - 1) * PAGE_SIZE
     traces = list(queryset[start : start + PAGE_SIZE + 1])  # one more tells if there is a next
@@ -207,12 +209,13 @@ def _choices(column: str, current: str) -> list[str]:
 
 @require_GET
 def trace_list(request: HttpRequest) -> HttpResponse:
-    context, status = _list_context(request)
     if request.GET.get("count") == "1":
         # The total, asked for by the page once its rows are shown.
+        context, status = _list_context(request, rows=False)
         if status != 200:
             return HttpResponse("?", status=status, content_type="text/plain")
         return HttpResponse(f"{context['queryset'].count():,}", content_type="text/plain")
+    context, status = _list_context(request)
     context["history_changed"] = status == 200 and history_record(query=context["q"])
     context.update(menus_context())
     if _fragment(request):
