@@ -264,10 +264,32 @@ def _safe_next(request: HttpRequest) -> str:
     return list_url
 
 
+MAX_FILTER_CHARS = 200
+
+
+def _timeline_params_error(request: HttpRequest) -> str | None:
+    """What is wrong with the timeline's parameters, if anything (never silently ignored)."""
+    params = request.GET
+    if params.get("offset", "") and not params["offset"].isdigit():
+        return f"offset must be a whole number ≥ 0; got {params['offset'][:20]!r}"
+    if params.get("view", "timeline") not in ("timeline", "tree"):
+        return f"view must be timeline or tree; got {params['view'][:20]!r}"
+    if params.get("dir", "") not in ("", "up", "down"):
+        return f"dir must be up or down; got {params['dir'][:20]!r}"
+    if len(params.get("filter", "")) > MAX_FILTER_CHARS:
+        return f"filter is at most {MAX_FILTER_CHARS} characters"
+    return None
+
+
+def _bad_request(request: HttpRequest, message: str, trace: Trace) -> HttpResponse:
+    context = {"message": message, "back": reverse("traces:detail", args=[trace.trace_id])}
+    return render(request, "traces/bad_request.html", context, status=400)
+
+
 def _trace_context(request: HttpRequest, trace: Trace, selected: str = "") -> dict:
     """Header and timeline rows for one trace: a window of rows around ``selected``."""
     layout = lay_out(load_lines(trace))
-    needle = request.GET.get("filter", "").strip()[:200]
+    needle = request.GET.get("filter", "").strip()
     rows = narrow(layout, needle) if needle else layout.rows
     offset = request.GET.get("offset", "")
     if offset.isdigit():
@@ -324,6 +346,9 @@ def trace_detail(request: HttpRequest, trace_id: str) -> HttpResponse:
     trace = _trace_or_404(request, trace_id)
     if isinstance(trace, HttpResponse):
         return trace
+    problem = _timeline_params_error(request)
+    if problem:
+        return _bad_request(request, problem, trace)
     context = _trace_context(request, trace)
     if _fragment(request):
         # "Show more" asks for just rows; the filter box and view switch for the timeline.
@@ -337,6 +362,9 @@ def span_detail(request: HttpRequest, trace_id: str, span_id: str) -> HttpRespon
     trace = _trace_or_404(request, trace_id)
     if isinstance(trace, HttpResponse):
         return trace
+    problem = _timeline_params_error(request)
+    if problem:
+        return _bad_request(request, problem, trace)
     span = Span.objects.filter(trace=trace, span_id=span_id.lower()[:16]).first()
     if span is None:
         context = {"trace": trace, "span_id": span_id[:64]}

@@ -402,3 +402,20 @@ def test_overview_folds_groups_into_the_same_totals_and_tops_as_separate_queries
             [r["mean_ns"] for r in separate[key]]
         )
     assert [r["service_name"] for r in grouped["top_services"]] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("offset=-5", "offset must be a whole number"),
+        ("view=gantt", "view must be timeline or tree"),
+        ("dir=sideways", "dir must be up or down"),
+        ("filter=" + "x" * 201, "filter is at most 200 characters"),
+    ],
+)
+def test_bad_timeline_parameters_are_a_400_that_says_why(client, query, message):
+    trace_id, spans = agent_trace()
+    for path in (f"/traces/{trace_id}", f"/traces/{trace_id}/spans/{span_id_of(spans[1])}"):
+        response = client.get(f"{path}?{query}", **HTMX)
+        assert response.status_code == 400
+        assert message in response.content.decode()
