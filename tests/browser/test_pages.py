@@ -363,7 +363,7 @@ def test_an_invalid_query_shows_the_error_and_no_rows(page, server, seeded):
         page.locator("#q").fill("duration:>")
     assert answer.value.status == 400
     alert = page.locator("#results [role=alert]")
-    expect(alert).to_contain_text("Nothing was filtered.")
+    expect(alert).to_contain_text("These filters could not be applied")
     expect(alert).to_contain_text("Search:")
     expect(alert.locator("pre.query-error")).to_contain_text("duration:>")
     expect(_rows(page)).to_have_count(0)

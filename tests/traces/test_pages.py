@@ -150,7 +150,7 @@ def test_bad_list_input_is_a_400_that_says_what_was_wrong_and_shows_no_rows(clie
     text = response.content.decode()
     assert response.status_code == 400
     assert message in text
-    assert "Nothing was filtered" in text
+    assert "These filters could not be applied" in text
     assert trace_id not in text
     assert Trace.objects.filter(pk=trace_id).exists()
 
