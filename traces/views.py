@@ -41,6 +41,7 @@ SORTS = {
 LIST_WINDOWS = ("15m", "1h", "24h", "7d", "30d")
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 MAX_BULK = 1000
+MAX_PAGE = 1_000_000  # keeps OFFSET inside what every database accepts
 
 
 def _fragment(request: HttpRequest) -> bool:
@@ -50,6 +51,11 @@ def _fragment(request: HttpRequest) -> bool:
 
 def _is_trace_id(value: str) -> bool:
     return bool(_TRACE_ID.match(value))
+
+
+def _whole(value: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts "²", which int() then refuses."""
+    return bool(re.fullmatch(r"[0-9]{1,12}", value))
 
 
 def toast(response: HttpResponse, message: str, level: str = "info") -> HttpResponse:
@@ -136,8 +142,9 @@ def _list_context(request: HttpRequest, *, rows: bool = True) -> tuple[dict, int
     if sort.removeprefix("-") not in SORTS:
         errors.append(f"sort must be one of {', '.join(SORTS)} (prefix - for descending)")
     page_number = request.GET.get("page", "1")
-    if not page_number.isdigit() or int(page_number) < 1:
-        errors.append(f"page must be a positive whole number; got {page_number[:20]!r}")
+    if not _whole(page_number) or not 1 <= int(page_number) <= MAX_PAGE:
+        problem = f"page must be a whole number from 1 to {MAX_PAGE:,}"
+        errors.append(f"{problem}; got {page_number[:20]!r}")
     context = {
         "filters": request.GET,
         "q": q,
@@ -270,7 +277,7 @@ MAX_FILTER_CHARS = 200
 def _timeline_params_error(request: HttpRequest) -> str | None:
     """What is wrong with the timeline's parameters, if anything (never silently ignored)."""
     params = request.GET
-    if params.get("offset", "") and not params["offset"].isdigit():
+    if params.get("offset", "") and not _whole(params["offset"]):
         return f"offset must be a whole number ≥ 0; got {params['offset'][:20]!r}"
     if params.get("view", "timeline") not in ("timeline", "tree"):
         return f"view must be timeline or tree; got {params['view'][:20]!r}"
@@ -292,7 +299,7 @@ def _trace_context(request: HttpRequest, trace: Trace, selected: str = "") -> di
     needle = request.GET.get("filter", "").strip()
     rows = narrow(layout, needle) if needle else layout.rows
     offset = request.GET.get("offset", "")
-    if offset.isdigit():
+    if _whole(offset):
         start = int(offset)
     else:
         index = layout.index_of(selected) if selected else None
@@ -352,7 +359,7 @@ def trace_detail(request: HttpRequest, trace_id: str) -> HttpResponse:
     context = _trace_context(request, trace)
     if _fragment(request):
         # "Show more" asks for just rows; the filter box and view switch for the timeline.
-        part = "rows" if request.GET.get("offset", "").isdigit() else "timeline"
+        part = "rows" if request.GET.get("offset") else "timeline"
         return render(request, f"traces/detail.html#{part}", context)
     return render(request, "traces/detail.html", context)
 
@@ -453,7 +460,7 @@ def trace_compare(request: HttpRequest) -> HttpResponse:
         threshold_ns = int(float(min_change) * 1_000_000) if min_change else 0
         if threshold_ns < 0 or threshold_ns > 10**15:
             raise ValueError
-    except ValueError:
+    except (ValueError, OverflowError):
         errors.append(f"min_change must be a number of milliseconds ≥ 0; got {min_change[:20]!r}")
         threshold_ns = 0
     if errors:

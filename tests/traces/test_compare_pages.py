@@ -96,6 +96,7 @@ def test_bad_sort_and_threshold_are_400(client, pair):
     assert client.get(f"/traces/compare?a={a}&b={b}&sort=evil").status_code == 400
     assert client.get(f"/traces/compare?a={a}&b={b}&min_change=-1").status_code == 400
     assert client.get(f"/traces/compare?a={a}&b={b}&min_change=nan").status_code == 400
+    assert client.get(f"/traces/compare?a={a}&b={b}&min_change=inf").status_code == 400
 
 
 def test_compare_api_returns_the_same_comparison(client, pair):

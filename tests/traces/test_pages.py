@@ -140,7 +140,9 @@ def test_list_search_query_filters(client):
         ({"min_duration": "fast"}, "min_duration"),
         ({"since": "yesterday-ish"}, "since"),
         ({"sort": "name; DROP TABLE"}, "sort must be one of"),
-        ({"page": "two"}, "page must be a positive whole number"),
+        ({"page": "two"}, "page must be a whole number from 1 to 1,000,000"),
+        ({"page": "9" * 30}, "page must be a whole number"),
+        ({"page": "²"}, "page must be a whole number"),
         ({"has_errors": "maybe"}, "has_errors"),
     ],
 )
@@ -408,6 +410,7 @@ def test_overview_folds_groups_into_the_same_totals_and_tops_as_separate_queries
     ("query", "message"),
     [
         ("offset=-5", "offset must be a whole number"),
+        ("offset=%C2%B2", "offset must be a whole number"),
         ("view=gantt", "view must be timeline or tree"),
         ("dir=sideways", "dir must be up or down"),
         ("filter=" + "x" * 201, "filter is at most 200 characters"),
