@@ -114,7 +114,7 @@
     if (example) {
       var q = document.getElementById("q");
       q.value = example.dataset.example;
-      q.closest("details, form") && document.getElementById("search-help").removeAttribute("open");
+      example.closest("details").removeAttribute("open");
       q.form.requestSubmit();
       return;
     }
@@ -145,6 +145,22 @@
       var link = row.querySelector("[data-nav-link]");
       if (link) link.click();
     }
+  });
+
+  // Drop-down menus (<details class="menu">, the help panel): one open at a time, and a
+  // click elsewhere closes them, as menus do.
+  var MENUS = "details.menu, details.help";
+  document.addEventListener("toggle", function (event) {
+    var opened = event.target;
+    if (!opened.matches || !opened.matches(MENUS) || !opened.open) return;
+    document.querySelectorAll(MENUS).forEach(function (other) {
+      if (other !== opened && other.open && !other.contains(opened)) other.removeAttribute("open");
+    });
+  }, true);
+  document.addEventListener("click", function (event) {
+    document.querySelectorAll(MENUS).forEach(function (menu) {
+      if (menu.open && !menu.contains(event.target)) menu.removeAttribute("open");
+    });
   });
 
   // Compare: hovering a span shows its partner in the other trace.

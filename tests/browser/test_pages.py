@@ -692,6 +692,44 @@ def test_selecting_two_traces_and_compare_lands_on_the_comparison(page, server, 
     expect(page.locator(f".compare-timeline [data-pair='{pair}'].is-paired")).to_have_count(2)
 
 
+def test_help_examples_autocomplete_and_saved_filters(page, server, seeded):
+    page.goto(f"{server.url}/traces")
+    # A help example fills the box and runs.
+    page.locator("#search-help summary").click()
+    page.get_by_role("button", name="duration:>2s AND error:true").click()
+    expect(page).to_have_url(re.compile(r"q=duration%3A%3E2s"))
+    expect(page.locator("#search-help")).not_to_have_attribute("open", "")
+    # Field names complete: "serv" + Tab becomes "service:".
+    box = page.locator("#q")
+    box.fill("")
+    box.press_sequentially("serv")
+    expect(page.locator("#q-suggestions li").first).to_have_text("service")
+    box.press("Tab")
+    expect(box).to_have_value("service:")
+    box.press_sequentially(SHOP)
+    expect(page).to_have_url(re.compile(rf"q=service%3A{SHOP}"))
+    expect(_rows(page).first).to_be_visible()
+    # Save what is in the box now, under a name; it is listed and applies with a click.
+    page.locator("#search-menus summary", has_text="Saved").click()
+    page.locator(".save-form input[name=name]").fill("Shop runs")
+    page.locator(".save-form button").click()
+    expect(page.locator("#toasts")).to_contain_text("Saved “Shop runs”")
+    saved = page.locator("#search-menus .menu-item", has_text="Shop runs")
+    expect(saved).to_contain_text(f"service:{SHOP}")
+    page.goto(f"{server.url}/traces")
+    page.locator("#search-menus summary", has_text="Saved").click()
+    page.locator("#search-menus .menu-item", has_text="Shop runs").click()
+    expect(page.locator("#q")).to_have_value(f"service:{SHOP}")
+    # The searches just run are in Recent, newest first.
+    page.locator("#search-menus summary", has_text="Recent").click()
+    expect(page.locator("#search-menus .menu-item").first).to_contain_text(f"service:{SHOP}")
+    # Delete the saved filter (the dialog is accepted).
+    page.locator("#search-menus summary", has_text="Saved").click()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete Shop runs").click()
+    expect(page.locator("#search-menus")).not_to_contain_text("Shop runs")
+
+
 def test_with_javascript_off_every_page_can_still_be_read(new_context, server, seeded):
     page = new_context(java_script_enabled=False).new_page()
     triage = seeded.triage
