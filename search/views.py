@@ -9,11 +9,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
-from django_htmx.http import trigger_client_event
 
 from search.compiler import compile_query
 from search.models import SavedFilter, SearchHistory
 from search.parser import QueryError
+from traces.htmx import toast
 
 NAME_CHARS = 100
 
@@ -47,8 +47,7 @@ def _answer(
         response = render(
             request, "search/_saved.html", {**context, "q": q}, status=400 if error else 200
         )
-        toast = {"message": message, "level": level}
-        return trigger_client_event(response, "msgtrace:toast", toast)
+        return toast(response, message, level)
     (messages.error if error else messages.success)(request, message)
     target = reverse("traces:list")
     return redirect(f"{target}?{urlencode({'q': q})}" if q else target)

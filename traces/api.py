@@ -136,8 +136,7 @@ def _int_param(request: HttpRequest, name: str, default: int, maximum: int) -> i
 
 
 def _trace_or_404(trace_id: str) -> Trace | JsonResponse:
-    # Ids are matched as given, lower-cased; anything else simply is not found.
-    trace = Trace.objects.filter(pk=trace_id.lower()).first()
+    trace = Trace.objects.find(trace_id)
     if trace is None:
         return error(404, f"trace {trace_id[:64]!r} not found", trace_id=trace_id[:64])
     return trace

@@ -8,6 +8,7 @@ exact whatever order, duplication or batching the spans come in.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from django.db import models
@@ -21,6 +22,17 @@ def ns_to_datetime(ns: int | None) -> datetime | None:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+_SPAN_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def is_trace_id(value: str) -> bool:
+    """32 lower-case hex digits: the only text that may become part of a trace URL."""
+    return bool(_TRACE_ID.fullmatch(value))
+
+
+def is_span_id(value: str) -> bool:
+    return bool(_SPAN_ID.fullmatch(value))
 
 
 def datetime_to_ns(value: datetime) -> int:
@@ -28,6 +40,12 @@ def datetime_to_ns(value: datetime) -> int:
 
 
 class TraceQuerySet(models.QuerySet):
+    def find(self, trace_id: str) -> Trace | None:
+        """The trace with this id as a person or program typed it (any case), or None."""
+        if len(trace_id) > 64:  # no id is that long; do not send it to the database
+            return None
+        return self.filter(pk=trace_id.lower()).first()
+
     def newest_first(self) -> TraceQuerySet:
         """Most recently started traces first; the order of every list."""
         return self.order_by("-start_ns", "-trace_id")

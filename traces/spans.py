@@ -6,10 +6,9 @@ Values stay plain text; templates escape them. Nothing here marks anything safe.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 
-from traces.models import Span
+from traces.models import Span, is_span_id, is_trace_id
 
 # Attribute keys that describe the LLM call rather than the plumbing: the GenAI group.
 _GENAI_PREFIXES = (
@@ -17,7 +16,6 @@ _GENAI_PREFIXES = (
     "reranker.", "openinference.", "traceloop.", "msgtrace.", "agent.", "prompt.",
 )  # fmt: skip
 _LONG = 160
-_HEX = {16: re.compile(r"^[0-9a-f]{16}$"), 32: re.compile(r"^[0-9a-f]{32}$")}
 
 
 @dataclass(slots=True)
@@ -131,6 +129,6 @@ def safe_links(links: list) -> list[Link]:
             continue
         trace_id, span_id = str(link.get("trace_id", "")), str(link.get("span_id", ""))
         attrs = link.get("attributes") if isinstance(link.get("attributes"), dict) else {}
-        linkable = bool(_HEX[32].match(trace_id) and _HEX[16].match(span_id))
+        linkable = is_trace_id(trace_id) and is_span_id(span_id)
         found.append(Link(trace_id, span_id, linkable, _attributes(attrs)))
     return found

@@ -25,7 +25,8 @@ from search.parser import FIELDS, KEYED_FIELDS, QueryError
 from search.views import menus_context
 from traces.compare import compare, summary
 from traces.conversation import conversation
-from traces.models import Span, Trace
+from traces.htmx import toast
+from traces.models import Span, Trace, is_trace_id
 from traces.services import traces_delete
 from traces.spans import attribute_groups, exception_events, plain_events, safe_links
 from traces.timeline import WINDOW, axis_ticks, lay_out, load_lines, narrow
@@ -39,7 +40,6 @@ SORTS = {
     "errors": "error_count", "tokens": "total_tokens", "cost": "cost",
 }  # fmt: skip
 LIST_WINDOWS = ("15m", "1h", "24h", "7d", "30d")
-_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 MAX_BULK = 1000
 MAX_PAGE = 1_000_000  # keeps OFFSET inside what every database accepts
 
@@ -49,17 +49,9 @@ def _fragment(request: HttpRequest) -> bool:
     return bool(request.htmx) and not request.htmx.history_restore_request
 
 
-def _is_trace_id(value: str) -> bool:
-    return bool(_TRACE_ID.match(value))
-
-
 def _whole(value: str) -> bool:
     """ASCII digits only: str.isdigit() also accepts "²", which int() then refuses."""
     return bool(re.fullmatch(r"[0-9]{1,12}", value))
-
-
-def toast(response: HttpResponse, message: str, level: str = "info") -> HttpResponse:
-    return trigger_client_event(response, "msgtrace:toast", {"message": message, "level": level})
 
 
 @require_GET
@@ -235,7 +227,7 @@ def trace_list(request: HttpRequest) -> HttpResponse:
 @require_POST
 def trace_bulk_delete(request: HttpRequest) -> HttpResponse:
     ids = request.POST.getlist("ids")
-    bad = [value for value in ids if not _is_trace_id(value)]
+    bad = [value for value in ids if not is_trace_id(value)]
     if not ids or bad or len(ids) > MAX_BULK:
         message = (
             "select at least one trace"
@@ -337,12 +329,12 @@ def _trace_context(request: HttpRequest, trace: Trace, selected: str = "") -> di
 
 
 def _trace_or_404(request: HttpRequest, trace_id: str) -> Trace | HttpResponse:
-    trace = Trace.objects.filter(pk=trace_id.lower()).first() if len(trace_id) <= 64 else None
+    trace = Trace.objects.find(trace_id)
     if trace is None:
         context = {
             "trace_id": trace_id[:64],
             "span_id": "",
-            "well_formed": _is_trace_id(trace_id.lower()),
+            "well_formed": is_trace_id(trace_id.lower()),
         }
         return render(request, "traces/not_found.html", context, status=404)
     return trace
@@ -435,7 +427,7 @@ def compare_inputs(request: HttpRequest) -> tuple[list[Trace] | None, str]:
     for name, value in zip("ab", ids, strict=True):
         if not value:
             return None, f"{name}: give the id of trace {name.upper()}"
-        if not _is_trace_id(value):
+        if not is_trace_id(value):
             return None, f"{name}: {value[:64]!r} is not a trace id (32 hex characters)"
     found = Trace.objects.in_bulk(ids)
     for name, value in zip("ab", ids, strict=True):
