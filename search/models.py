@@ -56,15 +56,15 @@ def history_record(*, query: str) -> bool:
     query = query.strip()
     if not query or len(query) > HISTORY_QUERY_CHARS:
         return False  # a very long query is rare enough not to be worth remembering
+    # Paging or sorting re-runs the newest query: already on top, so no write (on SQLite a
+    # write would queue behind ingest's lock).
+    newest = SearchHistory.objects.newest_first().first()
+    if newest is not None and newest.query == query:
+        return False
     now = timezone.now()
     with transaction.atomic():
-        newest = SearchHistory.objects.newest_first().first()
-        if newest is not None and newest.query == query:
-            SearchHistory.objects.filter(pk=newest.pk).update(last_used=now)
-            return False
         if (
             newest is not None
-            and newest.query != query
             and now - newest.last_used < _REFINE_WINDOW
             and (query.startswith(newest.query) or newest.query.startswith(query))
         ):

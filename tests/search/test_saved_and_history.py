@@ -112,3 +112,9 @@ def test_without_javascript_saving_redirects_back_to_the_search(client):
 def test_unknown_saved_filter_is_a_404_and_get_is_refused(client):
     assert client.post("/search/saved/999/delete").status_code == 404
     assert client.get("/search/saved").status_code == 405
+
+
+def test_re_running_the_newest_query_writes_nothing(django_assert_num_queries):
+    history_record(query="error:true")
+    with django_assert_num_queries(1):  # one read: it already is the newest
+        assert history_record(query="error:true") is False
