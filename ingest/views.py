@@ -28,6 +28,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from ingest.otlp import PayloadError, PayloadTooLarge, Prepared
 from ingest.workers import prepare_off_loop
 from ingest.writer import BatchRefused, StoreUnavailable, get_writer
+from traces import broadcast
 
 logger = logging.getLogger("msgtrace.ingest")
 
@@ -166,6 +167,8 @@ class CollectorApp:
         if scope["type"] != "http" or scope["path"] not in PATHS:
             await self.inner(scope, receive, send)
             return
+        # Whichever process ingests must publish, even with no WebSocket client of its own.
+        broadcast.ensure_started()
         headers = {
             name.decode("latin-1").lower(): value.decode("latin-1")
             for name, value in scope["headers"]

@@ -18,6 +18,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.utils import timezone
 
 from ingest.otlp import SPAN_COLUMNS
+from traces import broadcast
 from traces.models import Span
 from traces.services import traces_claim, traces_refresh
 from traces.sql import upsert_rows
@@ -146,6 +147,10 @@ class Writer:
             )
             group[0].future.set_exception(refusal)
             return
+        # Committed: tell live clients (this only records ids; it never waits on them).
+        broadcast.traces_written(
+            created=result.new_trace_ids, updated=result.trace_ids - result.new_trace_ids
+        )
         for item in group:
             item.future.set_result(result)
 

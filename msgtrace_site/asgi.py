@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP (Django) and, as live updates arrive, WebSocket on one port."""
+"""ASGI entry point: HTTP (Django) and WebSocket (Channels) on one port."""
 
 import os
 
@@ -9,11 +9,33 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "msgtrace_site.settings")
 # Django must be set up before anything imports models.
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import OriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.urls import path  # noqa: E402
 
 from ingest.views import CollectorApp  # noqa: E402
+from traces.consumers import EventsConsumer  # noqa: E402
+
+
+class BrowserOriginValidator(OriginValidator):
+    """Programs send no Origin and are let in; a browser must come from an allowed host.
+
+    That keeps another site's page, open in the same browser, from reading the stream.
+    """
+
+    def valid_origin(self, parsed_origin) -> bool:
+        return parsed_origin is None or self.validate_origin(parsed_origin)
+
+
+websockets = URLRouter([path("api/v1/ws", EventsConsumer.as_asgi())])
 
 # The OTLP collector first (plain ASGI, see ingest/views.py); then our CSS/JS and the
 # admin's, straight from the source tree (no collectstatic step); then Django.
-application = ProtocolTypeRouter({"http": CollectorApp(ASGIStaticFilesHandler(django_asgi_app))})
+application = ProtocolTypeRouter(
+    {
+        "http": CollectorApp(ASGIStaticFilesHandler(django_asgi_app)),
+        "websocket": BrowserOriginValidator(websockets, settings.ALLOWED_HOSTS),
+    }
+)

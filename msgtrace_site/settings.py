@@ -216,7 +216,24 @@ for _origin in CORS_ALLOWED_ORIGINS:
             f"MSGTRACE_CORS_ORIGINS entries must look like https://host[:port], got {_origin!r}"
         )
 
-CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# Live updates reach WebSocket clients of this process (in memory) or, with Redis, of every
+# msgtrace process sharing the database, whichever one ingested the spans.
+MSGTRACE_REDIS_URL = env_str("MSGTRACE_REDIS_URL", "")
+if MSGTRACE_REDIS_URL:
+    if not MSGTRACE_REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(
+            "MSGTRACE_REDIS_URL must start with redis://, rediss:// or unix://"
+        )
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [MSGTRACE_REDIS_URL], "capacity": 200, "expiry": 10},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 200}}
+    }
 
 LOGGING = {
     "version": 1,

@@ -191,24 +191,27 @@ def trace_tree(request: HttpRequest, trace_id: str) -> JsonResponse:
     return JsonResponse(build_tree(spans, span_dict), safe=False)
 
 
-@api_view("GET")
-def stats(request: HttpRequest) -> JsonResponse:
+def stats_data() -> dict:
+    """All-time totals: ``GET /api/v1/stats`` and the live ``stats_updated`` event."""
     stats = Trace.objects.stats()
     p50, p95 = stats["p50_ns"], stats["p95_ns"]
-    return JsonResponse(
-        {
-            "total_traces": stats["traces"],
-            "total_spans": stats["spans"],
-            "traces_with_errors": stats["traces_with_errors"],
-            "error_rate": stats["error_rate"],
-            "input_tokens": stats["input_tokens"],
-            "output_tokens": stats["output_tokens"],
-            "total_tokens": stats["total_tokens"],
-            "cost": stats["cost"],
-            "p50_duration_ms": p50 / 1e6 if p50 is not None else None,
-            "p95_duration_ms": p95 / 1e6 if p95 is not None else None,
-        }
-    )
+    return {
+        "total_traces": stats["traces"],
+        "total_spans": stats["spans"],
+        "traces_with_errors": stats["traces_with_errors"],
+        "error_rate": stats["error_rate"],
+        "input_tokens": stats["input_tokens"],
+        "output_tokens": stats["output_tokens"],
+        "total_tokens": stats["total_tokens"],
+        "cost": stats["cost"],
+        "p50_duration_ms": p50 / 1e6 if p50 is not None else None,
+        "p95_duration_ms": p95 / 1e6 if p95 is not None else None,
+    }
+
+
+@api_view("GET")
+def stats(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(stats_data())
 
 
 @api_view("GET")

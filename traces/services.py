@@ -9,6 +9,7 @@ from datetime import datetime
 import orjson
 from django.db import connection, transaction
 
+from traces import broadcast
 from traces.models import Span, Trace
 from traces.sql import upsert_sql
 
@@ -161,4 +162,5 @@ def traces_delete(*, trace_ids: Collection[str]) -> int:
         for chunk in _chunks(ids):
             Span.objects.filter(trace_id__in=chunk).delete()
             deleted += Trace.objects.filter(trace_id__in=chunk).delete()[0]
+        transaction.on_commit(lambda: broadcast.traces_deleted(trace_ids=ids))
     return deleted
