@@ -16,7 +16,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.urls import path  # noqa: E402
 
 from ingest.views import CollectorApp  # noqa: E402
-from traces.consumers import EventsConsumer  # noqa: E402
+from traces.consumers import EventsConsumer, PageConsumer  # noqa: E402
 
 
 class BrowserOriginValidator(OriginValidator):
@@ -29,7 +29,14 @@ class BrowserOriginValidator(OriginValidator):
         return parsed_origin is None or self.validate_origin(parsed_origin)
 
 
-websockets = URLRouter([path("api/v1/ws", EventsConsumer.as_asgi())])
+websockets = URLRouter(
+    [
+        path("api/v1/ws", EventsConsumer.as_asgi()),
+        # The pages' live updates: dashboard, list, or trace/<id>, with the page's query.
+        path("ws/pages/<str:page>", PageConsumer.as_asgi()),
+        path("ws/pages/<str:page>/<str:trace_id>", PageConsumer.as_asgi()),
+    ]
+)
 
 # The OTLP collector first (plain ASGI, see ingest/views.py); then our CSS/JS and the
 # admin's, straight from the source tree (no collectstatic step); then Django.

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -60,13 +61,21 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     if window not in WINDOWS:
         context = {"window": DEFAULT_WINDOW, "windows": WINDOWS, "error": _window_error(window)}
         return render(request, "traces/dashboard.html", context, status=400)
+    base_url = request.build_absolute_uri("/").rstrip("/")
+    context = {**dashboard_context(window, base_url=base_url), "live_url": _live_url(request)}
+    template = "traces/dashboard.html#stats" if _fragment(request) else "traces/dashboard.html"
+    return render(request, template, context)
+
+
+def dashboard_context(window: str, *, base_url: str) -> dict:
+    """The dashboard's figures for one of ``WINDOWS``: for the page and its live updates."""
     traces = Trace.objects.all()
     if WINDOWS[window] is not None:
         traces = traces.started_between(since=timezone.now() - WINDOWS[window])
     overview = traces.overview()
     stats = traces.stats(totals=overview["totals"])
     stats["cost_per_trace"] = stats["cost"] / stats["traces"] if stats["traces"] else None
-    context = {
+    return {
         "window": window,
         "windows": WINDOWS,
         "stats": stats,
@@ -76,11 +85,16 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "recent_errors": traces.with_errors().newest_first()[:8],
         "top_services": overview["top_services"],
         "top_workflows": overview["top_workflows"],
-        "endpoint": request.build_absolute_uri("/v1/traces"),
-        "base_url": request.build_absolute_uri("/").rstrip("/"),
+        "endpoint": f"{base_url}/v1/traces",
+        "base_url": base_url,
     }
-    template = "traces/dashboard.html#stats" if _fragment(request) else "traces/dashboard.html"
-    return render(request, template, context)
+
+
+def _live_url(request: HttpRequest, *parts: str) -> str:
+    """The page's live-updates socket (traces.consumers.PageConsumer): its kind, its query."""
+    kind = "/".join(parts or [request.resolver_match.url_name])
+    query = request.GET.urlencode()
+    return f"/ws/pages/{kind}" + (f"?{query}" if query else "")
 
 
 def _window_error(value: str) -> str:
@@ -117,53 +131,79 @@ class ListPage:
         return self.start_index + len(self.traces) - 1
 
 
-def _list_context(request: HttpRequest, *, rows: bool = True) -> tuple[dict, int]:
-    """The trace list for the request's filters, query, sort and page; status 400 if invalid."""
-    filterset = TraceFilter(request.GET, queryset=Trace.objects.all())
+@dataclass(slots=True)
+class ListQuery:
+    """What the list's parameters ask for, checked once for the page and its live rows."""
+
+    q: str
+    query_error: QueryError | None
+    sort: str
+    page_number: str
+    errors: list[str]
+    queryset: QuerySet | None  # ordered as asked; None when a parameter is invalid
+
+    @property
+    def newest_first_page_one(self) -> bool:
+        """New traces belong at the top of what is shown (where live rows are inserted)."""
+        return self.queryset is not None and self.sort == "-start" and int(self.page_number) == 1
+
+
+def list_query(params: QueryDict) -> ListQuery:
+    """The list's filters, query, sort and page from ``params``; errors instead of guesses."""
+    filterset = TraceFilter(params, queryset=Trace.objects.all())
     errors: list[str] = []
     if not filterset.is_valid():
         errors += [f"{name}: {problems[0]}" for name, problems in filterset.errors.items()]
-    q = request.GET.get("q", "")
+    q = params.get("q", "")
     query_error = None
     try:
         query = compile_query(q)
     except QueryError as exc:
         query_error = exc
         errors.append(f"Search: {exc.message}")
-    sort = request.GET.get("sort", "-start")
+    sort = params.get("sort", "-start")
     if sort.removeprefix("-") not in SORTS:
         errors.append(f"sort must be one of {', '.join(SORTS)} (prefix - for descending)")
-    page_number = request.GET.get("page", "1")
+    page_number = params.get("page", "1")
     if not _whole(page_number) or not 1 <= int(page_number) <= MAX_PAGE:
         problem = f"page must be a whole number from 1 to {MAX_PAGE:,}"
         errors.append(f"{problem}; got {page_number[:20]!r}")
+    queryset = None
+    if not errors:
+        column = SORTS[sort.removeprefix("-")]
+        ordering = (f"-{column}", "-trace_id") if sort.startswith("-") else (column, "trace_id")
+        queryset = filterset.qs.filter(query).order_by(*ordering)
+    return ListQuery(q, query_error, sort, page_number, errors, queryset)
+
+
+def _list_context(request: HttpRequest, *, rows: bool = True) -> tuple[dict, int]:
+    """The trace list for the request's filters, query, sort and page; status 400 if invalid."""
+    asked = list_query(request.GET)
     context = {
         "filters": request.GET,
-        "q": q,
-        "query_error": query_error,
-        "query_caret": " " * query_error.position + "^" if query_error else "",
-        "sort": sort,
-        "errors": errors,
+        "q": asked.q,
+        "query_error": asked.query_error,
+        "query_caret": " " * asked.query_error.position + "^" if asked.query_error else "",
+        "sort": asked.sort,
+        "errors": asked.errors,
         "list_windows": LIST_WINDOWS,
         # For autocomplete: every field the language knows; keyed ones end in a dot.
         "query_fields": " ".join(f"{f}." if f in KEYED_FIELDS else f for f in FIELDS),
     }
-    if errors:
+    if asked.queryset is None:
         # Never show an unfiltered list for a filter that did not apply.
         return {**context, "page": None, "traces": [], "columns": _columns("-start")}, 400
-    column = SORTS[sort.removeprefix("-")]
-    ordering = (f"-{column}", "-trace_id") if sort.startswith("-") else (column, "trace_id")
-    queryset = filterset.qs.filter(query).order_by(*ordering)
+    queryset = asked.queryset
     if not rows:
         return {**context, "queryset": queryset}, 200
-    number = int(page_number)
+    number = int(asked.page_number)
     start = (number - 1) * PAGE_SIZE
     traces = list(queryset[start : start + PAGE_SIZE + 1])  # one more tells if there is a next
     page = ListPage(number, traces[:PAGE_SIZE], len(traces) > PAGE_SIZE)
     longest = max((trace.duration_ns for trace in page.traces), default=0)
     for trace in page.traces:
         trace.bar = f"{trace.duration_ns / longest * 100:.1f}" if longest else "0"
-    context.update(page=page, traces=page.traces, columns=_columns(sort), queryset=queryset)
+    context.update(page=page, traces=page.traces, columns=_columns(asked.sort), queryset=queryset)
     return context, 200
 
 
@@ -217,6 +257,7 @@ def trace_list(request: HttpRequest) -> HttpResponse:
     context, status = _list_context(request)
     context["history_changed"] = status == 200 and history_record(query=context["q"])
     context.update(menus_context())
+    context["live_url"] = _live_url(request)
     if _fragment(request):
         return render(request, "traces/list.html#results", context, status=status)
     context["services"] = _choices("service_name", request.GET.get("service", ""))
@@ -266,9 +307,8 @@ def _safe_next(request: HttpRequest) -> str:
 MAX_FILTER_CHARS = 200
 
 
-def _timeline_params_error(request: HttpRequest) -> str | None:
+def timeline_params_error(params: QueryDict) -> str | None:
     """What is wrong with the timeline's parameters, if anything (never silently ignored)."""
-    params = request.GET
     if params.get("offset", "") and not _whole(params["offset"]):
         return f"offset must be a whole number ≥ 0; got {params['offset'][:20]!r}"
     if params.get("view", "timeline") not in ("timeline", "tree"):
@@ -285,12 +325,12 @@ def _bad_request(request: HttpRequest, message: str, trace: Trace) -> HttpRespon
     return render(request, "traces/bad_request.html", context, status=400)
 
 
-def _trace_context(request: HttpRequest, trace: Trace, selected: str = "") -> dict:
+def trace_context(params: QueryDict, trace: Trace, selected: str = "") -> dict:
     """Header and timeline rows for one trace: a window of rows around ``selected``."""
     layout = lay_out(load_lines(trace))
-    needle = request.GET.get("filter", "").strip()
+    needle = params.get("filter", "").strip()
     rows = narrow(layout, needle) if needle else layout.rows
-    offset = request.GET.get("offset", "")
+    offset = params.get("offset", "")
     if _whole(offset):
         start = int(offset)
     else:
@@ -298,7 +338,7 @@ def _trace_context(request: HttpRequest, trace: Trace, selected: str = "") -> di
         start = (index // WINDOW) * WINDOW if index is not None and not needle else 0
     start = min(start, max(len(rows) - 1, 0))
     shown = rows[start : start + WINDOW]
-    view = "tree" if request.GET.get("view") == "tree" else "timeline"
+    view = "tree" if params.get("view") == "tree" else "timeline"
     # Candidates for "compare with…": other recent runs of the same workflow (or root span).
     same = (
         {"workflow_name": trace.workflow_name}
@@ -322,7 +362,7 @@ def _trace_context(request: HttpRequest, trace: Trace, selected: str = "") -> di
         "view": view,
         "selected": selected,
         "window_size": WINDOW,
-        "direction": request.GET.get("dir", ""),
+        "direction": params.get("dir", ""),
         "detail_url": reverse("traces:detail", args=[trace.trace_id]),
         "span_base": reverse("traces:detail", args=[trace.trace_id]) + "/spans/",
     }
@@ -345,14 +385,15 @@ def trace_detail(request: HttpRequest, trace_id: str) -> HttpResponse:
     trace = _trace_or_404(request, trace_id)
     if isinstance(trace, HttpResponse):
         return trace
-    problem = _timeline_params_error(request)
+    problem = timeline_params_error(request.GET)
     if problem:
         return _bad_request(request, problem, trace)
-    context = _trace_context(request, trace)
+    context = trace_context(request.GET, trace)
     if _fragment(request):
         # "Show more" asks for just rows; the filter box and view switch for the timeline.
         part = "rows" if request.GET.get("offset") else "timeline"
         return render(request, f"traces/detail.html#{part}", context)
+    context["live_url"] = _live_url(request, "trace", trace.trace_id)
     return render(request, "traces/detail.html", context)
 
 
@@ -361,7 +402,7 @@ def span_detail(request: HttpRequest, trace_id: str, span_id: str) -> HttpRespon
     trace = _trace_or_404(request, trace_id)
     if isinstance(trace, HttpResponse):
         return trace
-    problem = _timeline_params_error(request)
+    problem = timeline_params_error(request.GET)
     if problem:
         return _bad_request(request, problem, trace)
     span = Span.objects.filter(trace=trace, span_id=span_id.lower()[:16]).first()
@@ -374,8 +415,9 @@ def span_detail(request: HttpRequest, trace_id: str, span_id: str) -> HttpRespon
     context = {"span": span, "trace": trace, **_span_context(trace, span)}
     if _fragment(request):
         return render(request, "traces/_span.html", context)
-    page = _trace_context(request, trace, span.span_id)
-    return render(request, "traces/detail.html", {**page, **context})
+    page = trace_context(request.GET, trace, span.span_id)
+    live_url = _live_url(request, "trace", trace.trace_id)
+    return render(request, "traces/detail.html", {**page, **context, "live_url": live_url})
 
 
 def _span_context(trace: Trace, span: Span) -> dict:

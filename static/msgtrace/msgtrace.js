@@ -16,6 +16,8 @@
     dismissLater(item);
   }
   function dismissLater(item) {
+    if (item.hasAttribute("data-timed")) return;
+    item.setAttribute("data-timed", "");
     setTimeout(function () {
       item.classList.add("is-leaving");
       setTimeout(function () { item.remove(); }, 350);
@@ -292,6 +294,120 @@
       var q = document.getElementById("q");
       if (q) event.detail.parameters.q = q.value;
     }
+  });
+
+  // --- Live updates (the socket of base.html's #live; traces/consumers.py PageConsumer) ----
+  // htmx's ws extension swaps the fragments and reconnects with full-jitter backoff after an
+  // abnormal close; here: the indicator, the page's current filters, re-sync after a
+  // reconnect, the list's pause switch, and tidying after each message.
+  var RETRIED = [1006, 1011, 1012, 1013]; // the close codes the extension retries itself
+  var live = { socket: null, opens: 0, failures: 0, paused: false, held: 0 };
+  function liveState(state, title) {
+    var box = document.getElementById("live");
+    if (!box) return;
+    box.dataset.liveState = state;
+    box.title = "Live updates: " + title;
+    box.querySelector("[data-live-label]").textContent = state;
+  }
+  function sendParams(resync) {
+    if (!live.socket) return;
+    live.socket.send(JSON.stringify({ params: window.location.search.slice(1), resync: !!resync }));
+  }
+  function refetch(selector) {
+    var target = document.querySelector(selector);
+    if (target) htmx.ajax("GET", window.location.pathname + window.location.search, { target: target, swap: "innerHTML" });
+  }
+  function showNotice(text) {
+    var notice = document.getElementById("live-notice");
+    if (!notice) return;
+    notice.textContent = text;
+    notice.hidden = !text;
+  }
+  function showLatest() {
+    live.held = 0;
+    showNotice("");
+    refetch("#results");
+    sendParams(false); // the server's own count of missed traces starts again
+  }
+  document.addEventListener("htmx:wsConnecting", function () {
+    if (live.opens) liveState(live.failures >= 3 ? "offline" : "reconnecting", "reconnecting…");
+  });
+  document.addEventListener("htmx:wsOpen", function (event) {
+    live.socket = event.detail.socketWrapper;
+    live.failures = 0;
+    liveState("live", "on");
+    var again = live.opens++ > 0;
+    // What happened while the socket was down: the list and dashboard fetch their fragment;
+    // a trace page asks the socket (its header and timeline).
+    sendParams(again && !document.getElementById("results"));
+    if (again && document.getElementById("results")) {
+      if (live.paused) showNotice("Reconnected — show latest"); else refetch("#results");
+    }
+  });
+  document.addEventListener("htmx:wsClose", function (event) {
+    var code = event.detail.event.code;
+    live.failures++;
+    if (code >= 4000) { liveState("offline", "refused by the server"); return; }
+    var offline = live.failures >= 3 || navigator.onLine === false;
+    liveState(offline ? "offline" : "reconnecting", offline ? "offline, retrying" : "reconnecting…");
+    if (RETRIED.indexOf(code) < 0 && event.target.isConnected) {
+      // A clean close (a server restart): the extension gives up on those; retry the same way.
+      var wait = 1000 * Math.pow(2, Math.min(live.failures, 6)) * Math.random();
+      var socket = event.detail.socketWrapper;
+      setTimeout(function () { if (event.target.isConnected) socket.reconnect(); }, wait);
+    }
+  });
+  window.addEventListener("offline", function () { if (document.getElementById("live")) liveState("offline", "offline"); });
+  ["htmx:pushedIntoHistory", "htmx:replacedInHistory", "htmx:historyRestore", "popstate"].forEach(function (name) {
+    window.addEventListener(name, function () { sendParams(false); });
+  });
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    var target = event.detail.target;
+    if (!target || target.id !== "trace-rows") return;
+    var rows = event.detail.fragment.querySelectorAll("tr");
+    if (live.paused) {
+      event.detail.shouldSwap = false;
+      live.held += rows.length;
+      showNotice(live.held + " new trace" + (live.held === 1 ? "" : "s") + " — show");
+      return;
+    }
+    target.querySelectorAll("tr:not([data-nav-row])").forEach(function (row) { row.remove(); }); // "No traces yet"
+    rows.forEach(function (row) {
+      var old = document.getElementById(row.id);
+      if (old) old.replaceWith(row); // already shown: update it where it is
+    });
+  });
+  function rescaleBars() {
+    // Live rows arrive without the page's scale: bars are relative to the longest shown.
+    var rows = document.querySelectorAll("#trace-rows tr[data-duration]");
+    var longest = 0;
+    rows.forEach(function (row) { longest = Math.max(longest, Number(row.dataset.duration)); });
+    rows.forEach(function (row) {
+      var rect = row.querySelector(".dur-bar rect");
+      if (rect) rect.setAttribute("width", (longest ? Number(row.dataset.duration) / longest * 100 : 0).toFixed(1) + "%");
+    });
+  }
+  document.addEventListener("htmx:wsAfterMessage", function () {
+    rescaleBars();
+    document.querySelectorAll("#trace-rows tr.is-new:not([data-fading])").forEach(function (row) {
+      row.setAttribute("data-fading", "");
+      setTimeout(function () { row.classList.remove("is-new"); }, 4000);
+    });
+    var toasts = document.querySelectorAll("#toasts [data-toast]");
+    for (var i = 0; i < toasts.length - 4; i++) toasts[i].remove(); // a few at a time
+    toasts.forEach(dismissLater);
+    applyCollapse();
+    markSelected();
+    updateSelection();
+    localTimes(document);
+  });
+  document.addEventListener("change", function (event) {
+    if (!event.target.matches("[data-live-pause]")) return;
+    live.paused = event.target.checked;
+    if (!live.paused && live.held) showLatest();
+  });
+  document.addEventListener("click", function (event) {
+    if (event.target.closest("[data-live-show]")) showLatest(); // paused or not, as it was
   });
 
   // --- Field-name autocomplete in the search box ------------------------------------------
