@@ -16,6 +16,7 @@ when more changed than one flush carries.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -27,7 +28,11 @@ from channels.layers import get_channel_layer
 logger = logging.getLogger(__name__)
 
 GROUP = "msgtrace.events"
-FLUSH_SECONDS = 0.25
+# New traces reach clients within about this much of their commit...
+FLUSH_SECONDS = 0.1
+# ...while one trace's updates go out at most this often: a run receiving spans all the
+# time is one update a second, whatever the span rate.
+UPDATE_SECONDS = 1.0
 STATS_SECONDS = 2.0  # the totals cost a scan of every trace: not four times a second
 MAX_TRACES_PER_FLUSH = 200  # more than that in 250 ms: clients re-sync instead
 MAX_PENDING = 10_000
@@ -53,9 +58,19 @@ class _Pending:
                 self.overflow = True
                 self.created.clear(), self.updated.clear(), self.deleted.clear()
 
+    def defer(self, updated: Collection[str]) -> None:
+        """Updates held back for a later flush (sent too recently)."""
+        with self.lock:
+            if not self.overflow:
+                self.updated.update(updated)
+
     def owe_stats(self) -> None:
         with self.lock:
             self.stats_due = True
+
+    def owe_resync(self) -> None:
+        with self.lock:
+            self.overflow = self.stats_due = True
 
     def take(self) -> tuple[set[str], set[str], set[str], bool, bool]:
         with self.lock:
@@ -90,9 +105,16 @@ def ensure_started() -> None:
 async def _flush_forever() -> None:
     layer = get_channel_layer()
     last_stats = 0.0
+    sent_at: dict[str, float] = {}  # trace id -> when it was last told; only the last second
     while True:
         await asyncio.sleep(FLUSH_SECONDS)
         created, updated, deleted, overflow, stats_due = _pending.take()
+        now = time.monotonic()
+        sent_at = {i: at for i, at in sent_at.items() if now - at < UPDATE_SECONDS}
+        held = {i for i in updated if i in sent_at}
+        if held:
+            _pending.defer(held)
+            updated -= held
         stats_now = stats_due and time.monotonic() - last_stats >= STATS_SECONDS
         if stats_due and not stats_now:
             _pending.owe_stats()  # sent by a later flush
@@ -102,9 +124,13 @@ async def _flush_forever() -> None:
             events = await _events(created, updated, deleted, overflow, stats_now)
             if stats_now:
                 last_stats = time.monotonic()
-            await layer.group_send(GROUP, {"type": "events", "events": events})
+            sent_at.update(dict.fromkeys(created | updated, now))
+            # Encoded once here rather than once per connected client.
+            texts = [json.dumps(event) for event in events]
+            await layer.group_send(GROUP, {"type": "events", "events": events, "texts": texts})
         except Exception:  # a failed flush must not end live updates for good
             logger.exception("live updates: could not send a flush")
+            _pending.owe_resync()  # its events are lost: clients must re-read
 
 
 @database_sync_to_async
@@ -117,6 +143,8 @@ def _events(created, updated, deleted, overflow, stats_now) -> list[dict]:
     if overflow or len(changed) > MAX_TRACES_PER_FLUSH:
         events.append({"type": "resync", "data": {"reason": "more changed than one update"}})
         changed = []
+    # Deletions first: a trace deleted, then written again before this flush, exists.
+    events += [{"type": "trace_deleted", "data": {"trace_id": i}} for i in sorted(deleted)]
     summaries = {trace.pk: trace for trace in Trace.objects.filter(pk__in=changed)}
     for trace_id in changed:
         trace = summaries.get(trace_id)
@@ -124,7 +152,6 @@ def _events(created, updated, deleted, overflow, stats_now) -> list[dict]:
             continue  # deleted since
         kind = "trace_created" if trace_id in created else "trace_updated"
         events.append({"type": kind, "data": trace_summary(trace)})
-    events += [{"type": "trace_deleted", "data": {"trace_id": i}} for i in sorted(deleted)]
     if stats_now:
         events.append({"type": "stats_updated", "data": stats_data()})
     return events
