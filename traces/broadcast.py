@@ -98,8 +98,10 @@ def traces_deleted(*, trace_ids: Collection[str]) -> None:
 def ensure_started() -> None:
     """Start the flush task on the running event loop (ASGI code calls this)."""
     global _task
-    if _task is None or _task.done():
-        _task = asyncio.get_running_loop().create_task(_flush_forever(), name="msgtrace-broadcast")
+    loop = asyncio.get_running_loop()
+    # A task left on another loop (one that was closed, as between tests) flushes nothing.
+    if _task is None or _task.done() or _task.get_loop() is not loop:
+        _task = loop.create_task(_flush_forever(), name="msgtrace-broadcast")
 
 
 async def _flush_forever() -> None:

@@ -489,3 +489,16 @@ def test_with_redis_an_event_ingested_by_one_process_reaches_a_client_of_the_oth
             serving.stop()
     finally:
         ingesting.stop()
+
+
+def test_a_flush_task_left_on_a_closed_loop_is_replaced_on_the_next_one(live):
+    async def started_task():
+        broadcast.ensure_started()
+        return broadcast._task
+
+    old_loop = asyncio.new_event_loop()
+    first = old_loop.run_until_complete(started_task())
+    old_loop.close()  # closed with its flush task still pending, never cancelled
+    assert not first.done()
+    second = asyncio.run(started_task())
+    assert second is not first
