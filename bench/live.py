@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
-import importlib.util
 import itertools
 import json
 import multiprocessing
@@ -44,25 +43,16 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
+# This script's folder comes first on sys.path, so its siblings import by name; only
+# bench/ingest.py, named like the project's ingest app, is loaded by path (dataset.py).
+import dataset
+
 WS_PATH = "/api/v1/ws"
 PROBE_SERVICE = "live-probe"
 TAIL_SECONDS = 2.0  # after the load, how long clients may still hear of the last probes
 MAX_DROP = 0.10
 MAX_P95_MS = 250.0
-
-
-def load_ingest():
-    """``bench/ingest.py`` as a module (registered first, for its dataclasses)."""
-    name = "msgtrace_bench_ingest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, BENCH_DIR / "ingest.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 # --- WebSocket readers, in their own process (as browsers would be) ---------------------------
@@ -325,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.spans, args.batch, args.load_clients, args.clients, args.repeat) < 1:
         parser.error("--spans, --batch, --load-clients, --clients and --repeat must be positive")
 
-    ingest = load_ingest()
+    ingest = dataset.load_ingest()
     rng = random.Random()
     started = time.perf_counter()
     warmup = ingest.generate(8 * args.batch, args.batch, "protobuf", rng)

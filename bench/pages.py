@@ -23,33 +23,24 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import importlib.util
 import json
 import random
 import statistics
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import quote, unquote
 
-BENCH_DIR = Path(__file__).resolve().parent
+# This script's folder comes first on sys.path, so its siblings import by name; only
+# bench/ingest.py, named like the project's ingest app, is loaded by path (dataset.py).
+import dataset
+
 # "5k-b" is another run of the same shape (its own seed): what the compare page aligns.
 BIG_TRACES = {"5k": 5_000, "5k-b": 5_000, "50k": 50_000}
 BIG_NAMES = {"sqlite": "big-traces", "postgres": "msgtrace_bench_big"}
 BIG_VERSION = 3
 WARMUP = 2
 TIMEOUT_S = 60.0
-
-
-def load_dataset():
-    name = "msgtrace_bench_dataset"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, BENCH_DIR / "dataset.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 # --- the two long traces ----------------------------------------------------------------------
@@ -62,7 +53,7 @@ def big_trace(seed: int, total: int, end_ns: int) -> list:
     retrieval; a tool may ask a model or a nested agent (depth up to 7). Siblings run one
     after another, so creation order is the tree order the detail page shows.
     """
-    ingest = load_dataset().load_ingest()
+    ingest = dataset.load_ingest()
     rng = random.Random(seed)
     text = ingest.TraceGenerator(rng).text
     trace_id = rng.randbytes(16)
@@ -184,7 +175,6 @@ def big_trace(seed: int, total: int, end_ns: int) -> list:
 
 def ensure_big(db: str) -> tuple[object, dict]:
     """(target, manifest) of the database with the long traces; built when missing."""
-    dataset = load_dataset()
     t = dataset.Target(db, BIG_NAMES[db], dataset.DEFAULT_DIR, dataset.DEFAULT_PG_ADMIN_URL)
     total = sum(BIG_TRACES.values())
     manifest = dataset.read_manifest(t) if dataset._exists(t) else None
@@ -230,7 +220,7 @@ def ensure_big(db: str) -> tuple[object, dict]:
 
 
 def _wait_for(port: int, trace_id: str, spans: int, timeout: float = 300) -> None:
-    ingest = load_dataset().load_ingest()
+    ingest = dataset.load_ingest()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _, body = ingest._get_json("127.0.0.1", port, f"/api/v1/traces?q=trace:{trace_id}")
@@ -289,7 +279,7 @@ def measure(browser: Browser, url: str, htmx: bool, runs: int) -> dict:
         times.append(seconds * 1000)
         if status != 200:
             break
-    percentile = load_dataset().load_ingest().percentile
+    percentile = dataset.load_ingest().percentile
     return {
         "status": status,
         "kb": size / 1024,
@@ -313,7 +303,7 @@ class Page:
 
 def pages_1m(port: int) -> list[Page]:
     """Dashboard, list and a typical trace on the 1M dataset, with a real service and trace."""
-    ingest = load_dataset().load_ingest()
+    ingest = dataset.load_ingest()
     _, body = ingest._get_json("127.0.0.1", port, "/api/v1/traces?limit=100", timeout=60)
     traces = body["traces"]
     typical = next((t for t in traces if 9 <= t["span_count"] <= 11), traces[0])
@@ -354,8 +344,8 @@ def pages_big(manifest: dict) -> list[Page]:
 
 def run_pages(target, pages, runs: int, rows: list[dict]) -> None:
     """Time ``pages(port)`` against ``msgtrace start`` on ``target``; add and print rows."""
-    ingest = load_dataset().load_ingest()
-    server = load_dataset().Server(target)
+    ingest = dataset.load_ingest()
+    server = dataset.Server(target)
     server.start()
     try:
         browser = Browser(server.port)
@@ -397,7 +387,6 @@ def _print_row(row: dict) -> None:
 
 
 def run_database(db: str, runs: int) -> list[dict]:
-    dataset = load_dataset()
     _, manifest = dataset.ensure(db)
     big_target, big = ensure_big(db)
     spans = ", ".join(f"{t['spans']:,}-span trace {t['trace_id']}" for t in big["traces"].values())

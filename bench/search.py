@@ -33,7 +33,6 @@ between runs: the first run spends about two minutes per database building them.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import subprocess
@@ -41,6 +40,10 @@ import sys
 import time
 from pathlib import Path
 from urllib.parse import urlencode
+
+# This script's folder comes first on sys.path, so its siblings import by name; only
+# bench/ingest.py, named like the project's ingest app, is loaded by path (dataset.py).
+import dataset
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -65,17 +68,6 @@ QUERIES: list[tuple[str, str]] = [
     ("user:user-4242", "rare: ~20 traces"),
     ("attr.user.id:user-4242", "rare JSON attribute"),
 ]
-
-
-def load_dataset():
-    name = "msgtrace_bench_dataset"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCH_DIR / "dataset.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _ms(seconds: float) -> float:
@@ -175,7 +167,6 @@ def measure(query: str, runs: int, client) -> dict:
 
 
 def run_database(args: argparse.Namespace) -> int:
-    dataset = load_dataset()
     env, manifest = dataset.ensure(
         args.db,
         args.spans,
