@@ -253,5 +253,9 @@ def derive_columns(attributes: dict[str, Any]) -> dict[str, Any]:
     columns["cost"] = cost
     currency = as_label(found["currency"][1], 8) if "currency" in found else ""
     columns["currency"] = (currency or "USD").upper() if cost is not None else ""
+    # A span that reports its own cost keeps it; the writer prices the others from the
+    # price table (traces.pricing), which needs the database this decoder does not have.
+    columns["cost_source"] = "span" if cost is not None else ""
+    columns["price_id"] = None
     columns["span_type"] = span_type(attributes, columns["model"], columns["total_tokens"])
     return columns

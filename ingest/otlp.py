@@ -548,7 +548,7 @@ SPAN_COLUMNS = (
     "service_name", "model", "operation", "provider", "workflow_name", "module_name",
     "session_id", "user_id", "input_tokens", "output_tokens", "total_tokens",
     "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "cost", "currency",
-    "attributes", "events", "links", "resource_attributes", "scope",
+    "cost_source", "price_id", "attributes", "events", "links", "resource_attributes", "scope",
 )  # fmt: skip
 _JSON_POSITIONS = tuple(
     i

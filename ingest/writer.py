@@ -20,6 +20,7 @@ from django.utils import timezone
 from ingest.otlp import SPAN_COLUMNS
 from traces import broadcast
 from traces.models import Span
+from traces.pricing import price_rows
 from traces.services import traces_claim, traces_refresh
 from traces.sql import upsert_rows
 
@@ -55,7 +56,8 @@ def spans_ingest(params: Sequence[tuple]) -> WriteResult:
     result.trace_ids = trace_ids
     now = timezone.now()
     result.new_trace_ids = traces_claim(trace_ids=trace_ids, now=now)
-    upsert_rows(Span, SPAN_COLUMNS, ("trace_id", "span_id"), list(unique.values()))
+    rows = price_rows(list(unique.values()), SPAN_COLUMNS)
+    upsert_rows(Span, SPAN_COLUMNS, ("trace_id", "span_id"), rows)
     traces_refresh(trace_ids=trace_ids, now=now)
     return result
 

@@ -192,6 +192,9 @@ class Trace(models.Model):
     output_tokens = models.BigIntegerField(default=0)
     total_tokens = models.BigIntegerField(default=0)
     cost = models.FloatField(default=0.0)
+    # Spans with tokens that no price matched: the cost above leaves them out, and pages
+    # say so rather than showing a total that looks complete.
+    unpriced_count = models.PositiveIntegerField(default=0)
     # Distinct models any span of the trace used, sorted.
     model_names = models.JSONField(default=list, blank=True)
     session_id = models.CharField(max_length=255, blank=True, default="")
@@ -280,9 +283,30 @@ class Span(models.Model):
     cache_read_tokens = models.BigIntegerField(default=0)
     cache_write_tokens = models.BigIntegerField(default=0)
     reasoning_tokens = models.BigIntegerField(default=0)
-    # NULL: the span carried no cost (not the same as a cost of 0).
+
+    class CostSource(models.TextChoices):
+        NONE = "", "no tokens"
+        SPAN = "span", "reported by the span"
+        PRICE = "price", "tokens × price table"
+        UNPRICED = "unpriced", "tokens without a known price"
+
+    # NULL: no cost is known (not the same as a cost of 0): see cost_source for why.
     cost = models.FloatField(null=True, blank=True)
     currency = models.CharField(max_length=8, blank=True, default="")
+    cost_source = models.CharField(
+        max_length=8, choices=CostSource.choices, blank=True, default=CostSource.NONE
+    )
+    # The price a computed cost used. No index: only the cost explanation follows it, from
+    # the span; an index would cost every ingested span for nothing.
+    price = models.ForeignKey(
+        "ModelPrice",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
 
     attributes = models.JSONField(default=dict)
     events = models.JSONField(default=list)
@@ -324,3 +348,56 @@ class Span(models.Model):
     @property
     def end_time(self) -> datetime | None:
         return ns_to_datetime(self.end_ns)
+
+
+class ModelPriceQuerySet(models.QuerySet):
+    def newest_first(self) -> ModelPriceQuerySet:
+        return self.order_by("pattern", "provider", "-valid_from")
+
+
+class ModelPrice(models.Model):
+    """What a model's tokens cost from a date on: the table computed span costs come from.
+
+    ``pattern`` is a model name, or a glob where ``*`` matches anything
+    (``gpt-4o-mini*`` covers ``gpt-4o-mini-2024-07-18``). Prices are per million tokens.
+    Cache and reasoning prices left empty fall back to the input and output prices.
+    """
+
+    pattern = models.CharField(
+        max_length=255, help_text="Model name, or a glob with * (gpt-4o-mini*). Case-insensitive."
+    )
+    provider = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="Prefer this row for spans of this provider (gen_ai.provider.name).",
+    )
+    input_per_million = models.DecimalField(max_digits=14, decimal_places=6)
+    output_per_million = models.DecimalField(max_digits=14, decimal_places=6)
+    cache_read_per_million = models.DecimalField(
+        max_digits=14, decimal_places=6, null=True, blank=True, help_text="Empty: input price."
+    )
+    cache_write_per_million = models.DecimalField(
+        max_digits=14, decimal_places=6, null=True, blank=True, help_text="Empty: input price."
+    )
+    reasoning_per_million = models.DecimalField(
+        max_digits=14, decimal_places=6, null=True, blank=True, help_text="Empty: output price."
+    )
+    currency = models.CharField(max_length=8, default="USD")
+    valid_from = models.DateField(help_text="Spans that started on or after this day (UTC).")
+    source = models.CharField(
+        max_length=255, blank=True, default="", help_text="Where the figures come from."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ModelPriceQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["pattern", "provider", "valid_from"], name="model_price_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pattern} since {self.valid_from:%Y-%m-%d}"

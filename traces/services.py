@@ -19,7 +19,7 @@ _CHUNK = 500
 _TRACE_COLUMNS = (
     "trace_id", "service_name", "root_span_name", "workflow_name", "start_ns", "end_ns",
     "duration_ns", "span_count", "error_count", "input_tokens", "output_tokens",
-    "total_tokens", "cost", "model_names", "session_id", "user_id", "first_seen",
+    "total_tokens", "cost", "unpriced_count", "model_names", "session_id", "user_id", "first_seen",
     "last_updated",
 )  # fmt: skip
 
@@ -36,6 +36,7 @@ _SUMMARY_SQL = f"""
     SELECT trace_id, MIN(start_ns), MAX(end_ns), COUNT(*),
            SUM(CASE WHEN is_error THEN 1 ELSE 0 END),
            SUM(input_tokens), SUM(output_tokens), SUM(total_tokens), SUM(cost),
+           SUM(CASE WHEN cost_source = 'unpriced' THEN 1 ELSE 0 END),
            MIN(CASE WHEN workflow_name <> '' THEN workflow_name END),
            MIN(CASE WHEN session_id <> '' THEN session_id END),
            MIN(CASE WHEN user_id <> '' THEN user_id END),
@@ -52,7 +53,7 @@ _MODELS_SQL = f"""
     FROM {_SPAN_TABLE} WHERE trace_id IN ({{marks}}) AND model <> ''
 """  # noqa: S608
 _SUMMARY_KEYS = (
-    "start", "end", "spans", "errors", "input", "output", "total", "cost_sum",
+    "start", "end", "spans", "errors", "input", "output", "total", "cost_sum", "unpriced",
     "workflow", "session", "user", "any_service",
 )  # fmt: skip
 _ROOT_KEYS = ("name", "service_name", "workflow_name", "module_name")
@@ -102,7 +103,7 @@ def traces_claim(*, trace_ids: Collection[str], now: datetime) -> set[str]:
     for chunk in _chunks(ids):
         existing.update(Trace.objects.filter(trace_id__in=chunk).values_list("pk", flat=True))
     stamp = connection.ops.adapt_datetimefield_value(now)
-    placeholder = (0, 0, 0, 0, 0, 0, 0, 0, 0.0, "[]", "", "", stamp, stamp)
+    placeholder = (0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0, "[]", "", "", stamp, stamp)
     rows = [(trace_id, "", "", "", *placeholder) for trace_id in ids]
     # ON CONFLICT DO UPDATE (not DO NOTHING) so that an existing row is locked too.
     sql = upsert_sql(
@@ -142,6 +143,7 @@ def traces_refresh(*, trace_ids: Collection[str], now: datetime) -> None:
                     summary["output"] or 0,
                     summary["total"] or 0,
                     summary["cost_sum"] or 0.0,
+                    summary["unpriced"] or 0,
                     orjson.dumps(summary["models"]).decode(),
                     summary["session"] or "",
                     summary["user"] or "",
