@@ -228,6 +228,16 @@ def _time_value(text: str, shown: str, position: int) -> datetime | timedelta:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def parse_moment(text: str, now: datetime) -> datetime:
+    """A ``since``/``until`` value given outside a query (a command option): 7d, ISO date.
+
+    Raises ``QueryError`` as the query's own time fields do, with the same wording.
+    """
+    shown = text if len(text) <= 40 else text[:40] + "…"
+    value = _time_value(text.strip(), shown, 0)
+    return now - value if isinstance(value, timedelta) else value
+
+
 def _unknown_field(name: str, position: int) -> QueryError:
     shown = name if len(name) <= 40 else name[:40] + "…"
     choices = [field for field in FIELDS if field not in KEYED_FIELDS]

@@ -86,3 +86,15 @@ def live_server_process(tmp_path_factory, free_port):
 @pytest.fixture
 def server(live_server_process):
     return live_server_process
+
+
+@pytest.fixture(autouse=True)
+def _fresh_price_table():
+    """Each test reads the price table as its own transaction left it.
+
+    The writer keeps the table in memory; a test's rolled-back ModelPrice rows would
+    otherwise linger there (in production a changed row is re-read within seconds).
+    """
+    from traces.pricing import forget_prices
+
+    forget_prices()

@@ -75,6 +75,7 @@ class TraceQuerySet(models.QuerySet):
             output_tokens=Sum("output_tokens", default=0),
             total_tokens=Sum("total_tokens", default=0),
             cost=Sum("cost", default=0.0),
+            unpriced_spans=Sum("unpriced_count", default=0),
         )
 
     def stats(self, totals: dict | None = None) -> dict:
@@ -121,6 +122,7 @@ class TraceQuerySet(models.QuerySet):
                 output_tokens=Sum("output_tokens"),
                 total_tokens=Sum("total_tokens"),
                 cost=Sum("cost"),
+                unpriced_spans=Sum("unpriced_count"),
                 duration=Sum("duration_ns"),
             )
             .order_by()[: max_groups + 1]
@@ -132,7 +134,7 @@ class TraceQuerySet(models.QuerySet):
                 "top_workflows": self.top("workflow_name", limit),
             }
         keys = ("traces", "spans", "traces_with_errors", "input_tokens", "output_tokens",
-                "total_tokens", "cost")  # fmt: skip
+                "total_tokens", "cost", "unpriced_spans")  # fmt: skip
         totals = {key: sum(group[key] or 0 for group in groups) for key in keys}
         totals["cost"] = float(totals["cost"])
         return {

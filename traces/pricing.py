@@ -291,3 +291,135 @@ def price_rows(rows: list[tuple], columns: Sequence[str]) -> list[tuple]:
         values[source], values[price_id] = result.source, result.price_id
         priced.append(tuple(values))
     return priced
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why a span costs what it costs, for the span panel."""
+
+    source: str  # Span.CostSource value
+    costing: Costing | None = None  # the arithmetic, for a cost from the price table
+    stale: bool = False  # the price changed since the span was priced
+    reported_keys: tuple[str, ...] = ()  # the span's own cost attributes
+    problem: str = ""  # why a span with tokens has no cost
+
+    @property
+    def total(self) -> float | None:
+        return self.costing.total if self.costing else None
+
+
+def explain(span: Span) -> Explanation | None:
+    """How ``span``'s cost came about; None for a span without tokens or cost."""
+    from ingest.conventions import COST_PART_FAMILIES, COST_TOTAL_KEYS
+
+    source = span.cost_source
+    if source == Span.CostSource.SPAN:
+        keys = [key for key in COST_TOTAL_KEYS if key in span.attributes]
+        if not keys:
+            keys = next(
+                ([k for k in family if k in span.attributes] for family in COST_PART_FAMILIES
+                 if any(k in span.attributes for k in family)),
+                [],
+            )  # fmt: skip
+        return Explanation(source, reported_keys=tuple(keys))
+    if source == Span.CostSource.PRICE:
+        row = span.price  # views select_related it
+        if row is None:
+            return Explanation(source, problem="the price it used has since been deleted")
+        costing = cost_of(
+            Price.of(row),
+            input_tokens=span.input_tokens,
+            output_tokens=span.output_tokens,
+            cache_read_tokens=span.cache_read_tokens,
+            cache_write_tokens=span.cache_write_tokens,
+            reasoning_tokens=span.reasoning_tokens,
+        )
+        stale = span.cost is None or abs(costing.total - span.cost) > 1e-12 + 1e-9 * costing.total
+        return Explanation(source, costing=costing, stale=stale)
+    if source == Span.CostSource.UNPRICED:
+        if not span.model:
+            problem = "the span names no model"
+        elif not (span.input_tokens or span.output_tokens):
+            problem = (
+                "it reports only a total token count, which cannot be split into input and output"
+            )
+        else:
+            problem = f"no price matches this model on {span_day(span.start_ns):%Y-%m-%d}"
+        return Explanation(source, problem=problem)
+    if span.input_tokens or span.output_tokens or span.total_tokens:
+        # Stored before costs were computed at ingest.
+        return Explanation(source, problem="not priced yet: run msgtrace recompute_costs")
+    return None
+
+
+@dataclass(slots=True)
+class Repriced:
+    traces: int = 0
+    spans: int = 0
+    changed: int = 0
+    unpriced: int = 0
+
+
+def reprice(traces, *, batch_size: int = 500, progress=None) -> Repriced:
+    """Re-price the spans of ``traces`` (a Trace QuerySet) from the current price table.
+
+    Spans that report their own cost are left alone. Works through the traces in batches
+    of ``batch_size`` by id, each batch one short transaction (spans and their traces'
+    summaries together), so ingest is never held up for long.
+    """
+    from django.db import transaction
+    from django.db.models import Q
+    from django.utils import timezone
+
+    from traces.services import traces_refresh
+
+    result = Repriced()
+    total = traces.count()
+    ids = traces.order_by("pk").values_list("pk", flat=True)
+    fields = ("cost", "currency", "cost_source", "price_id")
+    has_tokens = Q(input_tokens__gt=0) | Q(output_tokens__gt=0) | Q(total_tokens__gt=0)
+    last = ""
+    while True:
+        batch = list(ids.filter(pk__gt=last)[:batch_size])
+        if not batch:
+            break
+        last = batch[-1]
+        prices = book()
+        with transaction.atomic():
+            spans = (
+                Span.objects.filter(trace_id__in=batch)
+                .exclude(cost_source=Span.CostSource.SPAN)
+                .filter(has_tokens)
+                .only("id", "trace_id", "model", "provider", "start_ns", *_TOKEN_FIELDS, *fields)
+            )
+            changed, touched = [], set()
+            for span in spans:
+                result.spans += 1
+                priced = price_span(
+                    prices,
+                    model=span.model,
+                    provider=span.provider,
+                    start_ns=span.start_ns,
+                    **{name: getattr(span, name) for name in _TOKEN_FIELDS},
+                )
+                if priced.source == Span.CostSource.UNPRICED:
+                    result.unpriced += 1
+                now = (priced.cost, priced.currency, priced.source, priced.price_id)
+                if now != (span.cost, span.currency, span.cost_source, span.price_id):
+                    span.cost, span.currency, span.cost_source, span.price_id = now
+                    changed.append(span)
+                    touched.add(span.trace_id)
+            Span.objects.bulk_update(changed, fields, batch_size=500)
+            if touched:
+                traces_refresh(trace_ids=touched, now=timezone.now())
+        result.changed += len(changed)
+        result.traces += len(batch)
+        if progress:
+            progress(result.traces, total, result.spans, result.changed)
+    return result
+
+
+_TOKEN_FIELDS = (
+    "input_tokens", "output_tokens", "total_tokens", "cache_read_tokens", "cache_write_tokens",
+    "reasoning_tokens",
+)  # fmt: skip

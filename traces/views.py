@@ -28,6 +28,7 @@ from traces.compare import compare, summary
 from traces.conversation import conversation
 from traces.htmx import toast
 from traces.models import Span, Trace, is_trace_id
+from traces.pricing import explain
 from traces.services import traces_delete
 from traces.spans import attribute_groups, exception_events, plain_events, safe_links
 from traces.timeline import WINDOW, axis_ticks, lay_out, load_lines, narrow
@@ -405,7 +406,11 @@ def span_detail(request: HttpRequest, trace_id: str, span_id: str) -> HttpRespon
     problem = timeline_params_error(request.GET)
     if problem:
         return _bad_request(request, problem, trace)
-    span = Span.objects.filter(trace=trace, span_id=span_id.lower()[:16]).first()
+    span = (
+        Span.objects.select_related("price")
+        .filter(trace=trace, span_id=span_id.lower()[:16])
+        .first()
+    )
     if span is None:
         context = {"trace": trace, "span_id": span_id[:64]}
         status = 404
@@ -432,6 +437,7 @@ def _span_context(trace: Trace, span: Span) -> dict:
         "exceptions": exception_events(span.events, span.start_ns),
         "events": plain_events(span.events, span.start_ns),
         "links": safe_links(span.links),
+        "cost": explain(span),
     }
 
 

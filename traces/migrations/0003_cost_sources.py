@@ -4,6 +4,15 @@ import django.db.models.deletion
 from django.db import migrations, models
 
 
+def mark_reported_costs(apps, schema_editor):
+    """Before this migration every stored cost came from the span itself.
+
+    Spans with tokens and no cost stay unmarked: ``msgtrace recompute_costs`` prices them.
+    """
+    Span = apps.get_model("traces", "Span")
+    Span.objects.filter(cost__isnull=False).update(cost_source="span")
+
+
 class Migration(migrations.Migration):
     dependencies = [
         ("traces", "0002_trace_service_workflow_index"),
@@ -124,4 +133,5 @@ class Migration(migrations.Migration):
                 to="traces.modelprice",
             ),
         ),
+        migrations.RunPython(mark_reported_costs, migrations.RunPython.noop),
     ]

@@ -6,6 +6,7 @@ Filters return plain strings; Django escapes them like any other value.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 from django import template
 from django.http import QueryDict
@@ -49,6 +50,32 @@ def compact(value) -> str:
             scaled = value / limit
             return f"{scaled:.1f}{suffix}" if scaled < 100 else f"{scaled:.0f}{suffix}"
     return f"{value:.0f}"
+
+
+@register.filter
+def thousands(value) -> str:
+    """A whole count in full, grouped: 1,200."""
+    return f"{int(value):,}"
+
+
+@register.filter
+def amount(value, currency: str = "USD") -> str:
+    """A cost to the last cent fraction that matters: $0.0000375, $0.0030, $12.50."""
+    value = float(value)
+    text = f"{value:.8f}".rstrip("0") if abs(value) < 0.01 else f"{value:,.4f}".rstrip("0")
+    whole, _, fraction = text.partition(".")
+    text = f"{whole}.{fraction.ljust(4 if abs(value) < 0.01 else 2, '0')}"
+    return f"${text}" if currency in ("USD", "") else f"{text} {currency}"
+
+
+@register.filter
+def per_million(rate, currency: str = "USD") -> str:
+    """A price per million tokens as providers quote it: $2.50/M, $0.075/M, $10/M."""
+    rate = Decimal(rate).normalize()
+    text = f"{rate:f}"
+    if "." in text and len(text.split(".")[1]) == 1:
+        text += "0"
+    return f"${text}/M" if currency in ("USD", "") else f"{text} {currency}/M"
 
 
 @register.filter
