@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from ingest.conventions import derive_columns
+from search.terms import terms_by_trace
 
 MAX_DEPTH = 8
 MAX_NAME_CHARS = 1024
@@ -589,9 +590,13 @@ class Prepared:
     params: list[tuple]
     rejected: int
     errors: list[str]
+    # Attribute-index terms per trace (search.terms), when the database keeps the index.
+    terms: dict[str, set[int]] | None = None
 
 
-def prepare(body: bytes, *, gzipped: bool, json: bool, max_bytes: int, limit: int) -> Prepared:
+def prepare(
+    body: bytes, *, gzipped: bool, json: bool, max_bytes: int, limit: int, index_terms: bool
+) -> Prepared:
     """Body bytes to SQL parameters: the whole CPU-bound part of ingest, in one call.
 
     Takes its limits as arguments (not from settings) so it can run in a worker process
@@ -600,4 +605,6 @@ def prepare(body: bytes, *, gzipped: bool, json: bool, max_bytes: int, limit: in
     if gzipped:
         body = inflate(body, max_bytes)
     decoded = decode_json(body, limit) if json else decode_protobuf(body, limit)
-    return Prepared(to_params(decoded.rows), decoded.rejected, decoded.errors)
+    # Terms come from the attribute dicts, before to_params turns them into JSON text.
+    terms = terms_by_trace(decoded.rows) if index_terms else None
+    return Prepared(to_params(decoded.rows), decoded.rejected, decoded.errors, terms)

@@ -22,6 +22,7 @@ from django.conf import settings
 from ingest.otlp import Prepared, prepare
 from ingest.worker_process import exit_with_parent
 from ingest.writer import StoreUnavailable
+from search import attribute_index
 
 logger = logging.getLogger("msgtrace.ingest")
 
@@ -61,6 +62,7 @@ async def prepare_off_loop(body: bytes, *, gzipped: bool, json: bool) -> Prepare
         json=json,
         max_bytes=settings.MSGTRACE_MAX_BODY_BYTES,
         limit=settings.MSGTRACE_MAX_ATTRIBUTE_CHARS,
+        index_terms=attribute_index.enabled(),
     )
     executor = _get_executor()
     if executor is None:

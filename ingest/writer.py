@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -18,6 +18,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.utils import timezone
 
 from ingest.otlp import SPAN_COLUMNS
+from search import attribute_index
 from traces import broadcast
 from traces.models import Span
 from traces.pricing import price_rows
@@ -42,10 +43,14 @@ class WriteResult:
     trace_ids: set[str] = field(default_factory=set)
 
 
-def spans_ingest(params: Sequence[tuple]) -> WriteResult:
+def spans_ingest(
+    params: Sequence[tuple], terms: Mapping[str, Collection[int]] | None = None
+) -> WriteResult:
     """Upsert spans (``SPAN_COLUMNS`` tuples) and refresh their traces' summaries.
 
-    Runs in the caller's transaction; the writer thread wraps each group in one.
+    ``terms`` are the spans' attribute-index terms when the decoder computed them; other
+    callers (imports, tests) leave them to be worked out here. Runs in the caller's
+    transaction; the writer thread wraps each group in one.
     """
     # The same span twice: keep the last, as a re-sent batch would.
     unique = {(row[0], row[1]): row for row in params}
@@ -58,6 +63,10 @@ def spans_ingest(params: Sequence[tuple]) -> WriteResult:
     result.new_trace_ids = traces_claim(trace_ids=trace_ids, now=now)
     rows = price_rows(list(unique.values()), SPAN_COLUMNS)
     upsert_rows(Span, SPAN_COLUMNS, ("trace_id", "span_id"), rows)
+    if attribute_index.enabled():
+        if terms is None:
+            terms = attribute_index.terms_from_params(rows, SPAN_COLUMNS)
+        attribute_index.index_add(terms)
     traces_refresh(trace_ids=trace_ids, now=now)
     return result
 
@@ -66,6 +75,7 @@ def spans_ingest(params: Sequence[tuple]) -> WriteResult:
 class _Pending:
     rows: list[tuple]
     future: Future
+    terms: dict[str, set[int]] | None = None
 
 
 class Writer:
@@ -81,7 +91,7 @@ class Writer:
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def submit(self, rows: list[tuple]) -> Future:
+    def submit(self, rows: list[tuple], terms: dict[str, set[int]] | None = None) -> Future:
         future: Future = Future()
         with self._condition:
             # Waiting or being written both count; an idle writer always takes a batch.
@@ -94,7 +104,7 @@ class Writer:
                     target=self._run, name="msgtrace-writer", daemon=True
                 )
                 self._thread.start()
-            self._pending.append(_Pending(rows, future))
+            self._pending.append(_Pending(rows, future, terms))
             self._pending_spans += len(rows)
             self._condition.notify()
         return future
@@ -126,7 +136,9 @@ class Writer:
             with transaction.atomic():
                 # One statement set for the whole group; a span sent by two requests of
                 # the group keeps the later one, as if they had been written in turn.
-                result = spans_ingest([row for item in group for row in item.rows])
+                result = spans_ingest(
+                    [row for item in group for row in item.rows], _merged_terms(group)
+                )
         except (OperationalError, InterfaceError) as exc:
             # Locked, disk full, connection lost: transient. Reconnect next time.
             logger.warning("ingest: write failed, answering 503: %s", exc)
@@ -155,6 +167,16 @@ class Writer:
         )
         for item in group:
             item.future.set_result(result)
+
+
+def _merged_terms(group: list[_Pending]) -> dict[str, set[int]] | None:
+    if any(item.terms is None for item in group):
+        return None  # some batch came without its terms: spans_ingest works them all out
+    merged: dict[str, set[int]] = {}
+    for item in group:
+        for trace_id, terms in item.terms.items():
+            merged.setdefault(trace_id, set()).update(terms)
+    return merged
 
 
 _writer: Writer | None = None

@@ -41,7 +41,9 @@ from django.db.models.lookups import (
     LessThanOrEqual,
 )
 
+from search import attribute_index
 from search.parser import And, Literal, Not, Or, QueryError, SpanGroup, Term, Text, parse
+from search.terms import MAX_INDEXED_CHARS, RESOURCE_SCOPE, SPAN_SCOPE
 from traces.models import Span, datetime_to_ns
 
 # Field -> column, for the fields that are one column compared as the parser typed it.
@@ -226,7 +228,11 @@ class _Compiler:
             if node.op == "!=":
                 return ~self.trace(_positive(node))
             if node.field in SPAN_FIELDS_COMPILED:
-                return Q(self.spans_exist(self.span_term(node)))
+                condition = Q(self.spans_exist(self.span_term(node)))
+                narrowed = _indexed_traces(node)
+                # The index only narrows: the exact condition still decides, so the
+                # result (and the negation of it) is the same with or without it.
+                return condition if narrowed is None else narrowed & condition
             return self.trace_term(node)
         raise QueryError("the query could not be compiled", 0)  # not an AST node
 
@@ -283,6 +289,20 @@ class _Compiler:
 
 
 SPAN_FIELDS_COMPILED = frozenset({*SPAN_COLUMNS, *JSON_COLUMNS, "span.error"})
+
+
+def _indexed_traces(term: Term) -> Q | None:
+    """The attribute index's narrowing for ``attr.k:v`` / ``resource.k:v`` with a plain
+    string ``v`` (no glob, not a number or boolean, which also match typed values)."""
+    literal = term.value
+    if term.field not in JSON_COLUMNS or term.op != "=" or not isinstance(literal, Literal):
+        return None
+    if literal.number is not None or literal.boolean is not None or "*" in literal.text:
+        return None
+    if len(literal.text) > MAX_INDEXED_CHARS:
+        return None  # longer values are not indexed
+    scope = SPAN_SCOPE if term.field == "attr" else RESOURCE_SCOPE
+    return attribute_index.traces_with(scope, term.key, literal.text)
 
 
 def _positive(term: Term) -> Term:

@@ -9,6 +9,7 @@ from datetime import datetime
 import orjson
 from django.db import connection, transaction
 
+from search import attribute_index
 from traces import broadcast
 from traces.models import Span, Trace
 from traces.sql import upsert_sql
@@ -164,5 +165,7 @@ def traces_delete(*, trace_ids: Collection[str]) -> int:
         for chunk in _chunks(ids):
             Span.objects.filter(trace_id__in=chunk).delete()
             deleted += Trace.objects.filter(trace_id__in=chunk).delete()[0]
+            if attribute_index.enabled():
+                attribute_index.index_delete(chunk)
         transaction.on_commit(lambda: broadcast.traces_deleted(trace_ids=ids))
     return deleted

@@ -321,7 +321,7 @@ EXPECTED = [
     ("input_tokens:400", {"chat"}),
     ("output_tokens:<50 output_tokens:>0", {"chat"}),
     ("tokens:7", {"old"}),
-    ("cost:>0", {"agent"}),
+    ("cost:>0", {"agent", "chat", "refund"}),  # chat, refund: priced from their tokens
     ("cost:0.05", {"agent"}),
     ("model:gpt-4o", {"refund", "errors", "same_span"}),
     ("model:gpt-4*", {"refund", "chat", "errors", "same_span"}),
