@@ -18,7 +18,7 @@ from traces.models import Span, Trace
 from traces.services import traces_delete
 from traces.timeline import load_lines
 from traces.tree import build_tree
-from traces.views import compare_inputs
+from traces.views import SORTS, compare_inputs
 
 MAX_LIMIT = 1000
 
@@ -53,6 +53,7 @@ def trace_summary(trace: Trace) -> dict:
         "output_tokens": trace.output_tokens,
         "total_tokens": trace.total_tokens,
         "cost": trace.cost,
+        "unpriced_spans": trace.unpriced_count,
         "models": trace.model_names,
         "session_id": trace.session_id,
         "user_id": trace.user_id,
@@ -88,6 +89,7 @@ def span_dict(span: Span) -> dict:
         "reasoning_tokens": span.reasoning_tokens,
         "cost": span.cost,
         "currency": span.currency,
+        "cost_source": span.cost_source,
         "attributes": span.attributes,
         "events": span.events,
         "links": span.links,
@@ -158,7 +160,14 @@ def trace_list(request: HttpRequest) -> JsonResponse:
     except QueryError as exc:
         # Never run unfiltered: a query that does not parse is an error, saying where.
         return error(400, f"q: {exc.message}", parameter="q", position=exc.position)
-    queryset = filterset.qs.filter(query)
+    sort = request.GET.get("sort") or "-start"
+    if sort.removeprefix("-") not in SORTS:
+        message = f"must be one of {', '.join(SORTS)} (prefix - for descending), got {sort[:40]!r}"
+        return error(400, f"sort: {message}", parameter="sort")
+    # The trace id breaks ties, so pages of equal durations (or costs) never overlap.
+    column = SORTS[sort.removeprefix("-")]
+    ordering = (f"-{column}", "-trace_id") if sort.startswith("-") else (column, "trace_id")
+    queryset = filterset.qs.filter(query).order_by(*ordering)
     traces = list(queryset[offset : offset + limit])
     return JsonResponse(
         {
@@ -204,6 +213,7 @@ def stats_data() -> dict:
         "output_tokens": stats["output_tokens"],
         "total_tokens": stats["total_tokens"],
         "cost": stats["cost"],
+        "unpriced_spans": stats["unpriced_spans"],
         "p50_duration_ms": p50 / 1e6 if p50 is not None else None,
         "p95_duration_ms": p95 / 1e6 if p95 is not None else None,
     }
