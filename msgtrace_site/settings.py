@@ -166,7 +166,12 @@ else:
                 # WAL lets pages read while the ingest writer commits. synchronous=FULL
                 # makes a 200 survive power loss, not only kill -9; on these disks it
                 # costs nothing measurable (shared/PERFORMANCE.md).
+                # auto_vacuum only takes effect on a database without tables, and must
+                # come before journal_mode, whose header write fixes the file's format:
+                # new databases get it, so purge can give space back in short steps
+                # (traces/purge.py); an older database keeps its mode until a VACUUM.
                 "init_command": (
+                    "PRAGMA auto_vacuum=INCREMENTAL;"
                     "PRAGMA journal_mode=WAL;"
                     "PRAGMA synchronous=FULL;"
                     "PRAGMA temp_store=MEMORY;"
@@ -234,6 +239,11 @@ else:
     CHANNEL_LAYERS = {
         "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 200}}
     }
+
+# --- Retention --------------------------------------------------------------------------
+# The server deletes traces that started more than this many days ago, at start and then
+# daily (traces/purge.py); 0 keeps everything. The cap keeps the cut-off a valid date.
+MSGTRACE_RETENTION_DAYS = env_int("MSGTRACE_RETENTION_DAYS", 0, minimum=0, maximum=36500)
 
 LOGGING = {
     "version": 1,

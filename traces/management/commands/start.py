@@ -46,13 +46,19 @@ class Command(BaseCommand):
 
         def ready():
             from ingest.workers import warm_up
+            from traces.purge import retention_start
 
             warm_up()
             self.stdout.write(
                 f"msgtrace listening on http://{shown_host}:{port}  ({where})\n"
                 f"  OTLP/HTTP endpoint: http://{shown_host}:{port}/v1/traces"
             )
+            days = settings.MSGTRACE_RETENTION_DAYS
+            if days:
+                self.stdout.write(f"  retention: traces older than {days} days go, now and daily")
             self.stdout.flush()
+            # Once listening, in a thread of its own: the first purge may take a while.
+            retention_start(days)
 
         logging.getLogger("daphne").setLevel(logging.WARNING)
         server = Server(
