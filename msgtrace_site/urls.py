@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from traces import api
+from traces import analytics_views, api
 
 # The OTLP collector (/v1/traces, /api/v1/traces/export) is mounted in asgi.py.
 urlpatterns = [
@@ -10,6 +10,16 @@ urlpatterns = [
     path("api/v1/traces/<str:trace_id>/tree", api.trace_tree, name="api_trace_tree"),
     path("api/v1/stats", api.stats, name="api_stats"),
     path("api/v1/compare", api.compare, name="api_compare"),
+    path(
+        "api/v1/analytics/timeseries",
+        analytics_views.api_timeseries,
+        name="api_analytics_timeseries",
+    ),
+    path(
+        "api/v1/analytics/breakdown",
+        analytics_views.api_breakdown,
+        name="api_analytics_breakdown",
+    ),
     path("health", api.health, name="health"),
     path("admin/", admin.site.urls),
     path("search/", include("search.urls")),
