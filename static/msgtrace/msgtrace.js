@@ -504,3 +504,34 @@
     if (selected) selected.scrollIntoView({ block: "nearest" });
   });
 })();
+
+// Export menus: a download leaves the page as it is, so close the menu it came from.
+document.addEventListener("click", function (event) {
+  var link = event.target.closest && event.target.closest("details.menu a[download]");
+  if (link) link.closest("details").removeAttribute("open");
+});
+
+// Analytics: a click anywhere on a breakdown row opens the traces it stands for, as a
+// click on its name does; "Custom" opens the from/to fields (they stay out of the query
+// string until then, since the server refuses since/until without window=custom).
+document.addEventListener("click", function (event) {
+  var target = event.target;
+  if (!target.closest) return;
+  var row = target.closest("tr[data-row-link]");
+  if (row && !target.closest("a, button")) {
+    var link = row.querySelector("[data-nav-link]");
+    if (link) link.click();
+    return;
+  }
+  var toggle = target.closest("[data-custom-toggle]");
+  if (!toggle) return;
+  event.preventDefault();
+  var fields = document.getElementById("custom-window");
+  if (!fields) return;
+  fields.hidden = false;
+  fields.querySelectorAll("input").forEach(function (input) { input.disabled = false; });
+  var window_ = fields.querySelector("[data-window-field]");
+  if (window_) window_.value = "custom";
+  var since = fields.querySelector("input[name=since]");
+  if (since) since.focus();
+});

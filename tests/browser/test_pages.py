@@ -664,6 +664,38 @@ def test_a_big_trace_shows_500_rows_then_more_on_demand(page, server, seeded):
     expect(header).to_contain_text("1200 spans · 1000 shown")
 
 
+def test_export_menus_download_the_trace_and_carry_the_lists_filters(
+    page, server, seeded, screenshot
+):
+    page.goto(f"{server.url}/traces?service={SHOP}")
+    _mark_page(page)
+    page.get_by_label("Service").select_option(BILLING)  # an htmx swap, not a page load
+    menu = page.locator("#export-menu details")
+    menu.locator("summary").click()
+    csv_link = menu.locator("a[data-export=csv]")
+    expect(csv_link).to_have_attribute(
+        "href", re.compile(rf"^/traces/export\?(.*&)?service={BILLING}&.*format=csv$")
+    )
+    _assert_same_page(page)
+    screenshot(page, "export-list-menu")
+
+    trace = seeded.triage
+    page.goto(f"{server.url}/traces/{trace.id}")
+    menu = page.locator(".trace-head .export-menu")
+    menu.locator("summary").click()
+    screenshot(page, "export-trace-menu")
+    with page.expect_download() as started:
+        menu.locator("a[data-export=json]").click()
+    download = started.value
+    assert re.fullmatch(rf"msgtrace-trace-{trace.id}-\d{{8}}T\d{{6}}Z\.json",
+                        download.suggested_filename)  # fmt: skip
+    with open(download.path(), "rb") as file:
+        document = json.load(file)
+    assert [t["trace_id"] for t in document["traces"]] == [trace.id]
+    assert len(document["traces"][0]["spans"]) == trace.spans
+    expect(menu).not_to_have_attribute("open", "")  # the menu closes behind the download
+
+
 # --- Screenshots --------------------------------------------------------------------------
 
 
