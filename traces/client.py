@@ -101,6 +101,8 @@ class TraceSummary:
     output_tokens: int
     total_tokens: int
     cost: float
+    # Spans with tokens but no known price, left out of ``cost`` (docs/costs.md).
+    unpriced_spans: int = 0
     models: list[str] = field(default_factory=list)
     session_id: str = ""
     user_id: str = ""
@@ -154,8 +156,9 @@ class Span:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
-    cost: float | None = None  # None: the span carried no cost (not the same as 0)
+    cost: float | None = None  # None: no cost is known (not the same as 0)
     currency: str = ""
+    cost_source: str = ""  # "span", "price", "unpriced" or "" (no tokens): docs/costs.md
     attributes: dict[str, Any] = field(default_factory=dict)
     events: list[dict] = field(default_factory=list)
     links: list[dict] = field(default_factory=list)
@@ -245,6 +248,7 @@ class Stats:
     cost: float
     p50_duration_ms: float | None  # None when there are no traces
     p95_duration_ms: float | None
+    unpriced_spans: int = 0
 
     @classmethod
     def from_json(cls, data: dict) -> Stats:
