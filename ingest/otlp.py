@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from ingest.conventions import derive_columns
-from search.terms import terms_by_trace
+from search.terms import documents, terms_by_trace
 
 MAX_DEPTH = 8
 MAX_NAME_CHARS = 1024
@@ -590,8 +590,8 @@ class Prepared:
     params: list[tuple]
     rejected: int
     errors: list[str]
-    # Attribute-index terms per trace (search.terms), when the database keeps the index.
-    terms: dict[str, set[int]] | None = None
+    # Attribute-index documents (search.terms), when the database keeps the index.
+    index_documents: list[tuple[str, str]] | None = None
 
 
 def prepare(
@@ -606,5 +606,5 @@ def prepare(
         body = inflate(body, max_bytes)
     decoded = decode_json(body, limit) if json else decode_protobuf(body, limit)
     # Terms come from the attribute dicts, before to_params turns them into JSON text.
-    terms = terms_by_trace(decoded.rows) if index_terms else None
-    return Prepared(to_params(decoded.rows), decoded.rejected, decoded.errors, terms)
+    docs = documents(terms_by_trace(decoded.rows)) if index_terms else None
+    return Prepared(to_params(decoded.rows), decoded.rejected, decoded.errors, docs)

@@ -142,7 +142,7 @@ async def export_traces(method: str, headers: dict[str, str], receive: Receive) 
 
     if decoded.params:
         try:
-            await asyncio.wrap_future(get_writer().submit(decoded.params, decoded.terms))
+            await asyncio.wrap_future(get_writer().submit(decoded.params, decoded.index_documents))
         except StoreUnavailable as exc:
             return _status(503, f"the store is busy, retry later ({exc})", content_type)
         except BatchRefused as exc:

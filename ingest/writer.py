@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -44,11 +44,11 @@ class WriteResult:
 
 
 def spans_ingest(
-    params: Sequence[tuple], terms: Mapping[str, Collection[int]] | None = None
+    params: Sequence[tuple], index_documents: Sequence[tuple[str, str]] | None = None
 ) -> WriteResult:
     """Upsert spans (``SPAN_COLUMNS`` tuples) and refresh their traces' summaries.
 
-    ``terms`` are the spans' attribute-index terms when the decoder computed them; other
+    ``index_documents`` are the spans' attribute-index documents when the decoder made them; other
     callers (imports, tests) leave them to be worked out here. Runs in the caller's
     transaction; the writer thread wraps each group in one.
     """
@@ -64,9 +64,9 @@ def spans_ingest(
     rows = price_rows(list(unique.values()), SPAN_COLUMNS)
     upsert_rows(Span, SPAN_COLUMNS, ("trace_id", "span_id"), rows)
     if attribute_index.enabled():
-        if terms is None:
-            terms = attribute_index.terms_from_params(rows, SPAN_COLUMNS)
-        attribute_index.index_add(terms)
+        if index_documents is None:
+            index_documents = attribute_index.documents_from_params(rows, SPAN_COLUMNS)
+        attribute_index.index_add(index_documents)
     traces_refresh(trace_ids=trace_ids, now=now)
     return result
 
@@ -75,7 +75,7 @@ def spans_ingest(
 class _Pending:
     rows: list[tuple]
     future: Future
-    terms: dict[str, set[int]] | None = None
+    index_documents: list[tuple[str, str]] | None = None
 
 
 class Writer:
@@ -91,7 +91,9 @@ class Writer:
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def submit(self, rows: list[tuple], terms: dict[str, set[int]] | None = None) -> Future:
+    def submit(
+        self, rows: list[tuple], index_documents: list[tuple[str, str]] | None = None
+    ) -> Future:
         future: Future = Future()
         with self._condition:
             # Waiting or being written both count; an idle writer always takes a batch.
@@ -104,7 +106,7 @@ class Writer:
                     target=self._run, name="msgtrace-writer", daemon=True
                 )
                 self._thread.start()
-            self._pending.append(_Pending(rows, future, terms))
+            self._pending.append(_Pending(rows, future, index_documents))
             self._pending_spans += len(rows)
             self._condition.notify()
         return future
@@ -137,7 +139,7 @@ class Writer:
                 # One statement set for the whole group; a span sent by two requests of
                 # the group keeps the later one, as if they had been written in turn.
                 result = spans_ingest(
-                    [row for item in group for row in item.rows], _merged_terms(group)
+                    [row for item in group for row in item.rows], _index_documents(group)
                 )
         except (OperationalError, InterfaceError) as exc:
             # Locked, disk full, connection lost: transient. Reconnect next time.
@@ -169,14 +171,10 @@ class Writer:
             item.future.set_result(result)
 
 
-def _merged_terms(group: list[_Pending]) -> dict[str, set[int]] | None:
-    if any(item.terms is None for item in group):
-        return None  # some batch came without its terms: spans_ingest works them all out
-    merged: dict[str, set[int]] = {}
-    for item in group:
-        for trace_id, terms in item.terms.items():
-            merged.setdefault(trace_id, set()).update(terms)
-    return merged
+def _index_documents(group: list[_Pending]) -> list[tuple[str, str]] | None:
+    if any(item.index_documents is None for item in group):
+        return None  # some batch came without them: spans_ingest makes them all
+    return [document for item in group for document in item.index_documents]
 
 
 _writer: Writer | None = None

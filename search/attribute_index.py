@@ -17,13 +17,21 @@ The table is written in the ingest transaction (``index_add``), cleared with its
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Sequence
 
 import orjson
 from django.db import connection
 from django.db.models import Q
 
-from search.terms import RESOURCE_SCOPE, SPAN_SCOPE, add_terms, term, token, trace_token
+from search.terms import (
+    RESOURCE_SCOPE,
+    SPAN_SCOPE,
+    add_terms,
+    documents,
+    term,
+    token,
+    trace_token,
+)
 
 TABLE = "search_attribute_index"
 CREATE_SQL = (
@@ -40,13 +48,12 @@ def enabled() -> bool:
     return connection.vendor == "sqlite"
 
 
-def index_add(terms: Mapping[str, Collection[int]]) -> None:
-    """Add the terms of a batch of spans; runs inside the ingest transaction."""
-    rows = [
-        (trace_id, f"{trace_token(trace_id)} {' '.join(map(token, trace_terms))}")
-        for trace_id, trace_terms in terms.items()
-        if trace_terms
-    ]
+def index_add(rows: Sequence[tuple[str, str]]) -> None:
+    """Add documents (``search.terms.documents``) of a batch; runs in the ingest transaction.
+
+    A trace sent over several batches gets a document per batch: no read-and-merge on the
+    write path, and a query's DISTINCT folds them.
+    """
     if rows:
         with connection.cursor() as cursor:
             cursor.executemany(f"INSERT INTO {TABLE} (trace_id, terms) VALUES (%s, %s)", rows)  # noqa: S608
@@ -66,8 +73,10 @@ def index_delete(trace_ids: Iterable[str]) -> None:
             )
 
 
-def terms_from_params(params: Iterable[tuple], columns: tuple[str, ...]) -> dict[str, set[int]]:
-    """Terms of span rows already serialised for SQL (imports, tests): parses their JSON."""
+def documents_from_params(
+    params: Iterable[tuple], columns: tuple[str, ...]
+) -> list[tuple[str, str]]:
+    """Documents of span rows already serialised for SQL (imports, tests): parses their JSON."""
     trace_at, attributes_at = columns.index("trace_id"), columns.index("attributes")
     resource_at = columns.index("resource_attributes")
     found: dict[str, set[int]] = {}
@@ -80,7 +89,7 @@ def terms_from_params(params: Iterable[tuple], columns: tuple[str, ...]) -> dict
             resources[resource_text] = set()
             add_terms(resources[resource_text], RESOURCE_SCOPE, orjson.loads(resource_text))
         terms |= resources[resource_text]
-    return found
+    return documents(found)
 
 
 def traces_with(scope: str, key: str, value: str) -> Q | None:
@@ -120,6 +129,6 @@ def index_rebuild(batch_traces: int = 500) -> int:
             found = terms.setdefault(trace_id, set())
             add_terms(found, SPAN_SCOPE, attributes)
             add_terms(found, RESOURCE_SCOPE, resource)
-        index_add(terms)
+        index_add(documents(terms))
         indexed += len(batch)
     return indexed

@@ -86,3 +86,13 @@ def terms_by_trace(rows: Iterable[Mapping]) -> dict[str, set[int]]:
             add_terms(resource_terms, RESOURCE_SCOPE, resource)
         terms |= resource_terms
     return found
+
+
+def documents(terms: Mapping[str, set[int]]) -> list[tuple[str, str]]:
+    """(trace id, document text) rows for the index: built where the terms are found (a
+    decode worker), so the process that writes only hands strings to the database."""
+    return [
+        (trace_id, f"{trace_token(trace_id)} {' '.join(map(token, found))}")
+        for trace_id, found in terms.items()
+        if found
+    ]

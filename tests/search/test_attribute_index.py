@@ -87,9 +87,11 @@ def test_ingest_writes_terms_computed_by_the_decoder():
     body = otlp.body(otlp.span(trace_id, otlp.new_span_id(), "s", **{"user.id": "U-9"}))
     prepared = prepare(body, gzipped=False, json=False, max_bytes=10**6, limit=10**5,
                        index_terms=True)  # fmt: skip
-    assert term(SPAN_SCOPE, "user.id", "u-9") in prepared.terms[trace_id]
-    assert term(RESOURCE_SCOPE, "service.name", "test-service") in prepared.terms[trace_id]
-    spans_ingest(prepared.params, prepared.terms)
+    ((indexed_trace, document),) = prepared.index_documents
+    assert indexed_trace == trace_id
+    assert token(term(SPAN_SCOPE, "user.id", "u-9")) in document.split()
+    assert token(term(RESOURCE_SCOPE, "service.name", "test-service")) in document.split()
+    spans_ingest(prepared.params, prepared.index_documents)
     assert indexed(SPAN_SCOPE, "user.id", "U-9") == {trace_id}
 
 
