@@ -17,9 +17,7 @@ Run from the repository root with the project's virtualenv::
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,17 +28,6 @@ import dataset
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 TARGET_MS = 200.0
-
-
-def _setup_django(env: dict[str, str]) -> None:
-    for key in ("MSGTRACE_DB_PATH", "MSGTRACE_DATABASE_URL"):
-        os.environ.pop(key, None)
-    os.environ.update(env)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "msgtrace_site.settings"
-    sys.path.insert(0, str(REPO_ROOT))
-    import django
-
-    django.setup()
 
 
 def pages() -> list[tuple[str, str]]:
@@ -131,7 +118,7 @@ def measure(url: str, runs: int) -> dict:
 
 def run_database(args: argparse.Namespace) -> int:
     env, manifest = dataset.ensure(args.db, args.spans, directory=args.dir)
-    _setup_django(env)
+    dataset.setup_django(env)
     from django.db import connection
 
     label = "SQLite" if connection.vendor == "sqlite" else "PostgreSQL"
@@ -176,13 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs must be positive")
     if args.db != "both":
         return run_database(args)
-    # Django is set up once per process, so each database gets its own.
-    status = 0
-    rest = list(argv if argv is not None else sys.argv[1:])
-    for db in ("sqlite", "postgres"):
-        command = [sys.executable, str(Path(__file__).resolve()), *rest, "--db", db]
-        status |= subprocess.call(command, cwd=REPO_ROOT)
-    return status
+    return dataset.run_per_database(__file__, argv)
 
 
 if __name__ == "__main__":

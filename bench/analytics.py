@@ -25,9 +25,7 @@ Run from the repository root with the project's virtualenv::
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,17 +39,6 @@ REPO_ROOT = BENCH_DIR.parent
 TARGET_MS = 500.0
 WINDOWS = ("1h", "24h", "7d", "30d")
 TARGETED = ("24h", "30d")
-
-
-def _setup_django(env: dict[str, str]) -> None:
-    for key in ("MSGTRACE_DB_PATH", "MSGTRACE_DATABASE_URL"):
-        os.environ.pop(key, None)
-    os.environ.update(env)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "msgtrace_site.settings"
-    sys.path.insert(0, str(REPO_ROOT))
-    import django
-
-    django.setup()
 
 
 def _ms(seconds: float) -> float:
@@ -143,7 +130,7 @@ def explain(window_name: str, q: str) -> None:
 
 def run_database(args: argparse.Namespace) -> int:
     env, manifest = dataset.ensure(args.db)
-    _setup_django(env)
+    dataset.setup_django(env)
     from django.db import connection
     from django.test import Client
 
@@ -215,15 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs must be positive")
     if args.db != "both":
         return run_database(args)
-    # Django is set up once per process, so each database gets its own.
-    status = 0
-    for db in ("sqlite", "postgres"):
-        command = [sys.executable, str(Path(__file__).resolve()), "--db", db,
-                   "--runs", str(args.runs), "--q", args.q]  # fmt: skip
-        if args.explain:
-            command.append("--explain")
-        status |= subprocess.call(command, cwd=REPO_ROOT)
-    return status
+    return dataset.run_per_database(__file__, argv)
 
 
 if __name__ == "__main__":

@@ -336,6 +336,32 @@ def build(t: Target, spans: int, batch: int = 500, clients: int = 4, seed: int =
     return manifest
 
 
+def setup_django(env: dict[str, str]) -> None:
+    """Django in this process, on the database ``env`` names (from ``ensure``)."""
+    for key in ("MSGTRACE_DB_PATH", "MSGTRACE_DATABASE_URL"):
+        os.environ.pop(key, None)
+    os.environ.update(env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "msgtrace_site.settings"
+    sys.path.insert(0, str(REPO_ROOT))
+    import django
+
+    django.setup()
+
+
+def run_per_database(script: str, argv: list[str] | None) -> int:
+    """Run ``script`` again for SQLite, then PostgreSQL, with the same options.
+
+    Django is set up once per process, so each database gets its own. ``--db`` goes last:
+    argparse keeps the last value, whatever ``--db`` the command line already had.
+    """
+    status = 0
+    rest = list(argv if argv is not None else sys.argv[1:])
+    for db in ("sqlite", "postgres"):
+        command = [sys.executable, str(Path(script).resolve()), *rest, "--db", db]
+        status |= subprocess.call(command, cwd=REPO_ROOT)
+    return status
+
+
 def schema_fingerprint() -> str:
     """A hash of the migrations: a database built under another schema is migrated."""
     digest = hashlib.sha256()

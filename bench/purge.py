@@ -267,12 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.db != "both":
         return run_database(args)
-    status = 0
-    rest = list(argv if argv is not None else sys.argv[1:])
-    for db in ("sqlite", "postgres"):
-        command = [sys.executable, str(Path(__file__).resolve()), *rest, "--db", db]
-        status |= subprocess.call(command, cwd=REPO_ROOT)
-    return status
+    return dataset.run_per_database(__file__, argv)
 
 
 if __name__ == "__main__":

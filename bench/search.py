@@ -33,9 +33,7 @@ between runs: the first run spends about two minutes per database building them.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -72,17 +70,6 @@ QUERIES: list[tuple[str, str]] = [
 
 def _ms(seconds: float) -> float:
     return seconds * 1000
-
-
-def _setup_django(env: dict[str, str]) -> None:
-    for key in ("MSGTRACE_DB_PATH", "MSGTRACE_DATABASE_URL"):
-        os.environ.pop(key, None)
-    os.environ.update(env)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "msgtrace_site.settings"
-    sys.path.insert(0, str(REPO_ROOT))
-    import django
-
-    django.setup()
 
 
 class Captured:
@@ -174,7 +161,7 @@ def run_database(args: argparse.Namespace) -> int:
         pg_admin_url=args.pg_admin_url,
         rebuild=args.rebuild,
     )
-    _setup_django(env)
+    dataset.setup_django(env)
     from django.db import connection
     from django.test import Client
 
@@ -247,22 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs must be positive")
     if args.db != "both":
         return run_database(args)
-    # Django is set up once per process, so each database gets its own.
-    status = 0
-    passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
-    passthrough = [a for i, a in enumerate(passthrough) if not _is_db_arg(passthrough, i)]
-    for db in ("sqlite", "postgres"):
-        command = [sys.executable, str(Path(__file__).resolve()), "--db", db, *passthrough]
-        status |= subprocess.call(command, cwd=REPO_ROOT)
-    return status
-
-
-def _is_db_arg(args: list[str], index: int) -> bool:
-    """``--db X`` / ``--db=X`` in a command line (to replace it per database)."""
-    arg = args[index]
-    if arg == "--db" or arg.startswith("--db="):
-        return True
-    return index > 0 and args[index - 1] == "--db"
+    return dataset.run_per_database(__file__, argv)
 
 
 if __name__ == "__main__":
