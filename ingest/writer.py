@@ -22,6 +22,7 @@ from search import attribute_index
 from traces import broadcast
 from traces.models import Span
 from traces.pricing import price_rows
+from traces.rollups import hour_of, hours_invalidate
 from traces.services import traces_claim, traces_refresh
 from traces.sql import upsert_rows
 
@@ -48,10 +49,16 @@ def spans_ingest(
 ) -> WriteResult:
     """Upsert spans (``SPAN_COLUMNS`` tuples) and refresh their traces' summaries.
 
-    ``index_documents`` are the spans' attribute-index documents when the decoder made them; other
-    callers (imports, tests) leave them to be worked out here. Runs in the caller's
-    transaction; the writer thread wraps each group in one.
+    ``index_documents`` are the spans' attribute-index documents when the decoder made
+    them; other callers (imports, tests) leave them to be worked out here. Runs in the
+    caller's transaction (the writer thread wraps each group in one), or its own.
     """
+    if not connection.in_atomic_block:
+        # One transaction for the batch, always: on PostgreSQL the rows travel through a
+        # temporary table emptied at every commit (traces/sql.py), so in autocommit the
+        # spans would vanish between the COPY and the upsert.
+        with transaction.atomic():
+            return spans_ingest(params, index_documents)
     # The same span twice: keep the last, as a re-sent batch would.
     unique = {(row[0], row[1]): row for row in params}
     result = WriteResult(spans=len(unique))
@@ -63,12 +70,17 @@ def spans_ingest(
     result.new_trace_ids = traces_claim(trace_ids=trace_ids, now=now)
     rows = price_rows(list(unique.values()), SPAN_COLUMNS)
     upsert_rows(Span, SPAN_COLUMNS, ("trace_id", "span_id"), rows)
+    # The analytics rollups of the hours these spans start in are out of date now.
+    hours_invalidate({hour_of(row[_START]) for row in rows})
     if attribute_index.enabled():
         if index_documents is None:
             index_documents = attribute_index.documents_from_params(rows, SPAN_COLUMNS)
         attribute_index.index_add(index_documents)
     traces_refresh(trace_ids=trace_ids, now=now)
     return result
+
+
+_START = SPAN_COLUMNS.index("start_ns")
 
 
 @dataclass

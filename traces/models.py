@@ -345,30 +345,27 @@ class Span(models.Model):
             models.UniqueConstraint(fields=["trace", "span_id"], name="span_unique_in_trace"),
         ]
         indexes = [
-            # Analytics (traces/analytics.py): its queries read this index, never the span
-            # rows (~2 KB with their JSON). One pass over it, in (name, model, type) order,
-            # sums a window's spans by name and by model at once (~200 ms for 1M spans on
-            # SQLite, against ~800 ms+ from the rows); the percentiles walk it in duration
-            # order within each (name, model, type) to the rows at their rank. It replaces
-            # a plain index on model that no query used. It is costly to keep up, since its
-            # inserts land all over it rather than at the end: bench/ingest.py went from
-            # ~16,300 to ~12,200 spans/s on SQLite (-25%), ~15,500 to ~13,800 on PostgreSQL
-            # (-11%). Hence one such index, not one per query.
+            # Analytics (traces/rollups.py): building an hour's rollup, the partial hours at
+            # a window's edges, and windows with a query read this index in start order,
+            # never the ~2 KB span rows. Start order is what makes it cheap to keep up:
+            # inserts land at its end. Its predecessor, in (name, model, duration) order,
+            # answered the breakdowns by itself but cost SQLite ingest 27% (22,100 ->
+            # 16,600 spans/s in bench/ingest.py); this one costs nothing measurable.
             models.Index(
                 fields=[
+                    "start_ns",
                     "name",
                     "model",
                     "span_type",
                     "duration_ns",
-                    "start_ns",
                     "is_error",
                     "cost_source",
-                    "trace",
                     "input_tokens",
                     "output_tokens",
                     "cost",
+                    "trace",
                 ],
-                name="span_analytics",
+                name="span_start_analytics",
             ),
             # Search's "some span of the trace" subqueries (kind:, span.duration:, span.error:,
             # model:) read only this index, not the ~2 KB span rows: on 1M spans, `model:x`
@@ -393,6 +390,49 @@ class Span(models.Model):
     @property
     def end_time(self) -> datetime | None:
         return ns_to_datetime(self.end_ns)
+
+
+class RollupHour(models.Model):
+    """One hour of span start times, and whether its ``SpanRollup`` rows are current.
+
+    Every write to spans bumps ``version`` for the hours it touches; a rollup built from
+    version v is current while ``built_version == version`` (traces/rollups.py).
+    """
+
+    hour = models.BigIntegerField(primary_key=True)  # start_ns // 3,600 s in ns
+    version = models.BigIntegerField(default=0)
+    built_version = models.BigIntegerField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"hour {self.hour} v{self.version}"
+
+
+class SpanRollup(models.Model):
+    """The spans of one (name, model, type) that started in one hour, summed, with every
+    duration kept (little-endian int64s) so that percentiles over many hours are exact."""
+
+    hour = models.BigIntegerField()
+    name = models.CharField(max_length=1024)
+    model = models.CharField(max_length=255, blank=True, default="")
+    span_type = models.CharField(max_length=32, blank=True, default="")
+    calls = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    unpriced = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost = models.FloatField(default=0.0)
+    durations = models.BinaryField()
+
+    class Meta:
+        # Its index serves the reads (a window's hours) and the rebuild's delete (one hour).
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hour", "name", "model", "span_type"], name="span_rollup_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.model} hour {self.hour}"
 
 
 class ModelPriceQuerySet(models.QuerySet):

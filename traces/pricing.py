@@ -371,6 +371,7 @@ def reprice(traces, *, batch_size: int = 500, progress=None) -> Repriced:
     from django.db.models import Q
     from django.utils import timezone
 
+    from traces.rollups import hour_of, hours_invalidate
     from traces.services import traces_refresh
 
     result = Repriced()
@@ -410,6 +411,7 @@ def reprice(traces, *, batch_size: int = 500, progress=None) -> Repriced:
                     changed.append(span)
                     touched.add(span.trace_id)
             Span.objects.bulk_update(changed, fields, batch_size=500)
+            hours_invalidate({hour_of(span.start_ns) for span in changed})
             if touched:
                 traces_refresh(trace_ids=touched, now=timezone.now())
         result.changed += len(changed)

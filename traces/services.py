@@ -10,7 +10,7 @@ import orjson
 from django.db import connection, transaction
 
 from search import attribute_index
-from traces import broadcast
+from traces import broadcast, rollups
 from traces.models import Span, Trace
 from traces.sql import upsert_sql
 
@@ -163,6 +163,7 @@ def traces_delete(*, trace_ids: Collection[str]) -> int:
     deleted = 0
     with transaction.atomic():
         for chunk in _chunks(ids):
+            rollups.hours_forget(rollups.trace_hours(chunk))
             Span.objects.filter(trace_id__in=chunk).delete()
             deleted += Trace.objects.filter(trace_id__in=chunk).delete()[0]
             if attribute_index.enabled():

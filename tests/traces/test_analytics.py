@@ -13,13 +13,14 @@ from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
 import pytest
 from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
-from traces import analytics
-from traces.analytics import Window, bucket_step, percentile, ranked_values
+from traces import analytics, rollups
+from traces.analytics import Window, bucket_step, percentile, selected_percentiles
 from traces.analytics_views import list_link, quoted
 from traces.models import Span, Trace, datetime_to_ns
 
@@ -67,15 +68,23 @@ def at(hours: float) -> datetime:
     return DAY0 + timedelta(hours=hours)
 
 
-@pytest.fixture(params=["every duration", "by rank", "by rank, sorted by the database"])
+@pytest.fixture(params=["from spans", "from rollups", "from rollups and spans"])
 def span_path(request, monkeypatch) -> str:
-    """Run a span test every way: percentiles from every duration (few spans), from rank
-    look-ups over merged runs (many), and from rank look-ups over a group the database
-    sorts (a group of too many runs)."""
-    limit = 10**9 if request.param == "every duration" else -1
-    monkeypatch.setattr(analytics, "ALL_DURATIONS_UP_TO", {"sqlite": limit, "postgresql": limit})
-    if request.param.endswith("database"):
-        monkeypatch.setattr(analytics, "MAX_RUNS", 0)
+    """Run a span test every way: every span read from the span index (no rollups built),
+    every past hour from its rollup, and a mix (rollups built, then some hours written
+    to, so those hours come from the spans again)."""
+    real_build = rollups.rollups_build
+    if request.param == "from spans":
+        monkeypatch.setattr(rollups, "rollups_build", lambda **window: 0)
+    elif request.param == "from rollups and spans":
+
+        def build_then_touch(**window) -> int:
+            built = real_build(**window)
+            first = rollups.hour_of(window["since_ns"])
+            rollups.hours_invalidate(range(first, first + 48, 3))
+            return built
+
+        monkeypatch.setattr(rollups, "rollups_build", build_then_touch)
     return request.param
 
 
@@ -162,30 +171,21 @@ def test_percentile_matches_an_exact_reference_on_random_values():
             )
 
 
-def _spans_with_durations(name: str, durations: list[int], **fields) -> None:
-    trace = make_trace(at(1), 1000)
-    starts = [at(1) + timedelta(seconds=i) for i in range(len(durations))]
-    Span.objects.bulk_create(
-        [make_span(trace, name, s, d, **fields) for s, d in zip(starts, durations, strict=True)]
-    )
-
-
-@pytest.mark.parametrize("runs", [1, 3])
+@pytest.mark.parametrize("parts", [1, 3])
 @pytest.mark.parametrize("count", [1, 2, 3, 63, 64, 65, 200, 1001])
-def test_rank_lookups_read_the_same_values_as_sorting_everything(count, runs):
+def test_selected_percentiles_equal_sorting_everything(count, parts):
     rng = random.Random(count)
     # Ties included: equal durations may come in any order without changing the value.
     durations = [rng.choice((5, 9, 9, 13)) * MS + rng.randint(0, 3) for _ in range(count)]
-    for run in range(runs):  # several runs are merged by the database, as it reads them
-        _spans_with_durations(f"step {run}", durations[run::runs])
-    ordered = [
-        Span.objects.filter(name=f"step {run}").values_list("duration_ns", flat=True)
-        for run in range(runs)
-    ]
+    arrays = [np.array(durations[part::parts], dtype=np.int64) for part in range(parts)]
     fractions = (0.0, 0.01, 0.5, 0.95, 0.99, 1.0)
-    got = ranked_values(ordered, count, fractions)
+    got = selected_percentiles(arrays, fractions)
     assert got == [percentile(sorted(durations), f) for f in fractions]
     assert got == pytest.approx([reference(durations, f) for f in fractions], rel=1e-12)
+
+
+def test_selected_percentiles_of_nothing_are_none():
+    assert selected_percentiles([np.array([], dtype=np.int64)], (0.5, 0.95)) == [None, None]
 
 
 # --- A fixture with known answers ---------------------------------------------------------
@@ -514,15 +514,23 @@ def test_names_are_quoted_for_the_search_language_and_escaped_in_the_page(client
     assert "&lt;b&gt;x&lt;/b&gt;" in text
 
 
+@pytest.mark.parametrize(("built", "expected"), [(False, 3), (True, 4)])
 def test_the_page_runs_a_fixed_number_of_queries(
-    client, shop, span_path, django_assert_num_queries
+    client, shop, monkeypatch, django_assert_num_queries, built, expected
 ):
-    # Traces: 1. Spans: 1, then by rank each small group's percentiles in one query
-    # (3 models + 6 span names).
-    expected = 1 + 1 if span_path == "every duration" else 1 + 1 + 3 + 6
+    # Traces: 1. Spans: which hours have current rollups (1), then their rows (1) when
+    # some do, and the spans of the rest (1) when any is left: never one per group.
+    if not built:
+        monkeypatch.setattr(rollups, "rollups_build", lambda **window: 0)
+    client.get("/analytics", WINDOW_PARAMS)  # builds the rollups when they are on
+    trace = make_trace(at(7), 10)
+    Span.objects.bulk_create([make_span(trace, f"step {i}", at(7), MS) for i in range(20)])
+    rollups.hours_invalidate([rollups.hour_of(datetime_to_ns(at(7)))])
+    client.get("/analytics", WINDOW_PARAMS)  # and that hour again
     with django_assert_num_queries(expected):
         response = client.get("/analytics", WINDOW_PARAMS)
     assert response.status_code == 200
+    assert "step 0" in response.content.decode()  # the hour read from spans counted
 
 
 def test_an_empty_window_says_so_and_still_draws_empty_axes(client):

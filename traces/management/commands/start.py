@@ -47,8 +47,10 @@ class Command(BaseCommand):
         def ready():
             from ingest.workers import warm_up
             from traces.purge import retention_start
+            from traces.rollups import Builder
 
             warm_up()
+            Builder().start()  # analytics rollups, ahead of the pages that read them
             self.stdout.write(
                 f"msgtrace listening on http://{shown_host}:{port}  ({where})\n"
                 f"  OTLP/HTTP endpoint: http://{shown_host}:{port}/v1/traces"
