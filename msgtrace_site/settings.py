@@ -245,6 +245,41 @@ else:
 # daily (traces/purge.py); 0 keeps everything. The cap keeps the cut-off a valid date.
 MSGTRACE_RETENTION_DAYS = env_int("MSGTRACE_RETENTION_DAYS", 0, minimum=0, maximum=36500)
 
+# --- Alerts (docs/alerting.md) ------------------------------------------------------------
+# Seconds between two evaluations of the alert rules by the server; 0 leaves them to
+# `msgtrace evaluate_alerts` (cron). Both at once are safe: a lease in the database.
+MSGTRACE_ALERT_INTERVAL = env_int("MSGTRACE_ALERT_INTERVAL", 30, minimum=0, maximum=3600)
+# Each webhook (and SMTP) attempt waits this long for an answer...
+MSGTRACE_ALERT_WEBHOOK_TIMEOUT = env_int("MSGTRACE_ALERT_WEBHOOK_TIMEOUT", 5, minimum=1, maximum=60)
+# ...and a 5xx, 429 or no answer is tried this many times in all, 1 s, 2 s, 4 s... apart.
+MSGTRACE_ALERT_WEBHOOK_ATTEMPTS = env_int(
+    "MSGTRACE_ALERT_WEBHOOK_ATTEMPTS", 3, minimum=1, maximum=10
+)
+# The address notifications link to; the default only works on this machine.
+MSGTRACE_BASE_URL = env_str("MSGTRACE_BASE_URL", "") or (
+    f"http://{'127.0.0.1' if HOST in {'0.0.0.0', '::'} else HOST}:{PORT}"  # noqa: S104
+)
+_base = urlsplit(MSGTRACE_BASE_URL)
+if _base.scheme not in {"http", "https"} or not _base.netloc:
+    raise ImproperlyConfigured(
+        f"MSGTRACE_BASE_URL must look like https://host[:port], got {MSGTRACE_BASE_URL!r}"
+    )
+# Alert emails go through Django's SMTP backend; no MSGTRACE_EMAIL_HOST, no email targets.
+EMAIL_HOST = env_str("MSGTRACE_EMAIL_HOST", "")
+EMAIL_PORT = env_int("MSGTRACE_EMAIL_PORT", 587, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("MSGTRACE_EMAIL_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("MSGTRACE_EMAIL_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("MSGTRACE_EMAIL_USE_TLS", True)
+EMAIL_USE_SSL = env_bool("MSGTRACE_EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    if "MSGTRACE_EMAIL_USE_TLS" in os.environ:
+        raise ImproperlyConfigured(
+            "MSGTRACE_EMAIL_USE_TLS and MSGTRACE_EMAIL_USE_SSL exclude each other"
+        )
+    EMAIL_USE_TLS = False  # SSL asked for, STARTTLS only by default: SSL it is
+EMAIL_TIMEOUT = MSGTRACE_ALERT_WEBHOOK_TIMEOUT
+DEFAULT_FROM_EMAIL = env_str("MSGTRACE_EMAIL_FROM", "msgtrace@localhost")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

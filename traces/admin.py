@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import actions as admin_actions
 from django.contrib.admin.views.main import ChangeList
@@ -22,7 +23,18 @@ from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from traces.models import ModelPrice, Span, Trace, is_span_id, is_trace_id
+from search.compiler import compile_query
+from search.parser import QueryError
+from traces import alerting, notify
+from traces.models import (
+    AlertEvent,
+    AlertRule,
+    ModelPrice,
+    Span,
+    Trace,
+    is_span_id,
+    is_trace_id,
+)
 from traces.purge import traces_purge
 from traces.services import traces_delete
 
@@ -494,3 +506,95 @@ class ModelPriceAdmin(admin.ModelAdmin):
         initial = super().get_changeform_initial_data(request)
         initial.setdefault("valid_from", "2000-01-01")
         return initial
+
+
+# --- Alerts ---------------------------------------------------------------------------------
+
+
+class AlertRuleAdminForm(forms.ModelForm):
+    """The admin edits the stored fields (threshold in the metric's unit, seconds, targets
+    as JSON), checked as the alerts page checks them."""
+
+    class Meta:
+        model = AlertRule
+        fields = ("name", "query", "metric", "comparator", "threshold", "window_seconds",
+                  "cooldown_seconds", "enabled", "muted_until", "targets")  # fmt: skip
+
+    def clean_query(self):
+        text = self.cleaned_data["query"].strip()
+        try:
+            compile_query(text)
+        except QueryError as exc:
+            raise forms.ValidationError(alerting.query_problem(exc)) from None
+        return text
+
+    def clean_window_seconds(self):
+        seconds = self.cleaned_data["window_seconds"]
+        low, high = alerting.MIN_WINDOW.total_seconds(), alerting.MAX_WINDOW.total_seconds()
+        if not low <= seconds <= high:
+            raise forms.ValidationError(f"Must be from {low:.0f} to {high:.0f} seconds.")
+        return seconds
+
+    def clean_cooldown_seconds(self):
+        seconds = self.cleaned_data["cooldown_seconds"]
+        if seconds > alerting.MAX_COOLDOWN.total_seconds():
+            raise forms.ValidationError("Must be at most 7 days (604800 seconds).")
+        return seconds
+
+    def clean_targets(self):
+        targets = self.cleaned_data["targets"]
+        shape = 'a list of {"kind": "webhook" | "slack" | "email", "to": "…"}'
+        if not isinstance(targets, list) or len(targets) > notify.MAX_TARGETS:
+            raise forms.ValidationError(f"Must be {shape}, at most {notify.MAX_TARGETS}.")
+        for target in targets:
+            if not isinstance(target, dict) or set(target) != {"kind", "to"}:
+                raise forms.ValidationError(f"Must be {shape}.")
+            if target["kind"] not in notify.KINDS or not isinstance(target["to"], str):
+                raise forms.ValidationError(f"Must be {shape}.")
+            found, errors = notify.parse_targets(target["kind"], target["to"])
+            if errors or len(found) != 1:
+                raise forms.ValidationError(errors[0] if errors else f"Must be {shape}.")
+        return targets
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(admin.ModelAdmin):
+    form = AlertRuleAdminForm
+    list_display = ("name", "metric", "comparator", "threshold", "window_seconds", "state",
+                    "enabled", "muted_until", "last_value", "last_evaluated_at")  # fmt: skip
+    list_filter = ("state", "enabled", "metric")
+    search_fields = ("name", "query")
+    ordering = ("name",)
+    readonly_fields = ("state", "state_since", "version", "last_value", "last_evaluated_at",
+                       "last_fired_at", "error", "created_at", "updated_at")  # fmt: skip
+
+    def save_model(self, request, obj, form, change):
+        # Through the same service as the alerts page: a changed condition restarts the
+        # rule from OK, and an evaluation that read it before the edit writes nothing.
+        values = {name: form.cleaned_data[name] for name in AlertRuleAdminForm.Meta.fields}
+        muted_until = values.pop("muted_until")
+        saved = alerting.alert_rule_save(
+            rule=AlertRule.objects.get(pk=obj.pk) if change else None,
+            values=values,
+            now=datetime.now(UTC),
+        )
+        alerting.alert_rule_mute(rule=saved, until=muted_until)
+        obj.pk = saved.pk
+
+
+@admin.register(AlertEvent)
+class AlertEventAdmin(admin.ModelAdmin):
+    """The history: read-only, as the alerts pages show it."""
+
+    list_display = ("at", "rule", "kind", "value", "threshold", "trace_id", "delivery")
+    list_filter = ("kind", "delivery")
+    list_select_related = ("rule",)
+    search_fields = ("rule__name", "trace_id", "message")
+    ordering = ("-at",)
+    date_hierarchy = None
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

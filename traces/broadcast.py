@@ -22,8 +22,9 @@ import threading
 import time
 from collections.abc import Collection
 
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,38 @@ class _Pending:
 _pending = _Pending()
 _task: asyncio.Task | None = None
 
+# Alert transitions (traces/alerting.py) for the pages' toasts and badge: their own group,
+# which only page sockets join.
+ALERTS_GROUP = "msgtrace.alerts"
+MAX_PENDING_ALERTS = 100
+_alerts_lock = threading.Lock()
+_alerts: list[dict] = []
+
+
+def alerts_changed(*, alerts: list[dict]) -> None:
+    """Tell open pages about alert events (plain dicts). Called from evaluator threads.
+
+    With the in-memory layer they wait for the next flush on the server's event loop (the
+    layer is not thread-safe), bounded; a shared layer (Redis) is sent to at once, which
+    also reaches pages from ``msgtrace evaluate_alerts`` running elsewhere.
+    """
+    if not alerts:
+        return
+    layer = get_channel_layer()
+    if isinstance(layer, InMemoryChannelLayer):
+        with _alerts_lock:
+            _alerts.extend(alerts)
+            del _alerts[:-MAX_PENDING_ALERTS]
+        return
+    async_to_sync(layer.group_send)(ALERTS_GROUP, {"type": "alerts.changed", "alerts": alerts})
+
+
+def _take_alerts() -> list[dict]:
+    with _alerts_lock:
+        taken = _alerts[:]
+        _alerts.clear()
+        return taken
+
 
 def traces_written(*, created: Collection[str], updated: Collection[str]) -> None:
     """Record traces a committed write created or changed. Never blocks on clients."""
@@ -120,6 +153,12 @@ async def _flush_forever() -> None:
         stats_now = stats_due and time.monotonic() - last_stats >= STATS_SECONDS
         if stats_due and not stats_now:
             _pending.owe_stats()  # sent by a later flush
+        alerts = _take_alerts()
+        if alerts:
+            try:
+                await layer.group_send(ALERTS_GROUP, {"type": "alerts.changed", "alerts": alerts})
+            except Exception:
+                logger.exception("live updates: could not send alert events")
         if not (created or updated or deleted or overflow or stats_now):
             continue
         try:

@@ -16,7 +16,7 @@ from django.http.cookie import parse_cookie
 from django.middleware.csrf import get_token
 from django.template.loader import render_to_string
 
-from traces import broadcast
+from traces import alert_views, broadcast
 from traces.models import Trace, is_trace_id
 from traces.views import (
     DEFAULT_WINDOW,
@@ -96,11 +96,20 @@ class PageConsumer(AsyncWebsocketConsumer):
         self.base_url = _base_url(self.scope)
         broadcast.ensure_started()
         await self.channel_layer.group_add(broadcast.GROUP, self.channel_name)
+        await self.channel_layer.group_add(broadcast.ALERTS_GROUP, self.channel_name)
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "toast_task", None):
             self.toast_task.cancel()
         await self.channel_layer.group_discard(broadcast.GROUP, self.channel_name)
+        await self.channel_layer.group_discard(broadcast.ALERTS_GROUP, self.channel_name)
+
+    async def alerts_changed(self, message: dict) -> None:
+        """Alert events (traces.broadcast.alerts_changed): a toast and the nav badge on
+        every page, and the alerts pages' rules and history."""
+        await self._send_all(alert_views.toast_fragments(message["alerts"]))
+        if self.page == "alerts":
+            await self._send_all(await self._fragments(set(), set(), resync=True))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
         # Untrusted: anything but {"params": str, "resync": bool} is ignored.
@@ -163,6 +172,8 @@ class PageConsumer(AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def _fragments(self, created: set[str], updated: set[str], *, resync: bool) -> list[str]:
+        if self.page == "alerts":
+            return alert_views.page_fragments(self.params, csrf_token=self.csrf_token)
         if self.page == "dashboard":
             return self._dashboard()
         if self.page == "list":
@@ -217,7 +228,7 @@ class PageConsumer(AsyncWebsocketConsumer):
         return [head, f'<div id="timeline-body" hx-swap-oob="innerHTML">{timeline}</div>']
 
 
-PAGES = {("dashboard", False), ("list", False), ("trace", True)}
+PAGES = {("dashboard", False), ("list", False), ("trace", True), ("alerts", False)}
 TOAST_SECONDS = 1.0
 MAX_PARAMS_CHARS = 2000
 

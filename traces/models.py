@@ -486,3 +486,175 @@ class ModelPrice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.pattern} since {self.valid_from:%Y-%m-%d}"
+
+
+# --- Alerts -----------------------------------------------------------------------------
+# Rules, their history and the evaluators' lease. Evaluation and the state machine live in
+# traces/alerting.py; deliveries in traces/notify.py; docs/alerting.md describes both.
+
+
+class AlertRuleQuerySet(models.QuerySet):
+    def for_list(self) -> AlertRuleQuerySet:
+        """Rules as the alerts page lists them: by name."""
+        return self.order_by("name", "pk")
+
+    def enabled(self) -> AlertRuleQuerySet:
+        """Rules the evaluator looks at."""
+        return self.filter(enabled=True)
+
+    def firing(self, now: datetime) -> AlertRuleQuerySet:
+        """Enabled rules firing at ``now`` and not muted: the count on the nav's badge."""
+        return self.enabled().filter(state=AlertRule.State.FIRING).exclude(muted_until__gt=now)
+
+
+class AlertRule(models.Model):
+    """A threshold over the traces a search query selects, checked over a sliding window.
+
+    ``threshold`` is in the metric's unit (``Metric.unit``): traces, percent, milliseconds,
+    dollars or tokens. The fields below ``targets`` belong to the evaluator: forms never
+    write them, except to start a changed rule again from OK.
+    """
+
+    class Metric(models.TextChoices):
+        TRACES = "traces", "Trace count"
+        ERRORS = "errors", "Error count"
+        ERROR_RATE = "error_rate", "Error rate"
+        P50 = "p50", "p50 duration"
+        P95 = "p95", "p95 duration"
+        P99 = "p99", "p99 duration"
+        COST = "cost", "Total cost"
+        TOKENS = "tokens", "Total tokens"
+        EACH_TRACE = "each_trace", "Any single trace matching"
+
+    class Comparator(models.TextChoices):
+        GT = ">", ">"
+        GTE = ">=", "≥"
+        LT = "<", "<"
+        LTE = "<=", "≤"
+
+    class State(models.TextChoices):
+        OK = "ok", "OK"
+        FIRING = "firing", "Firing"
+        RESOLVED = "resolved", "Resolved"
+        BROKEN = "broken", "Broken"
+
+    name = models.CharField(max_length=200)
+    query = models.TextField(blank=True, default="", help_text="Search query; empty: all traces.")
+    metric = models.CharField(max_length=16, choices=Metric.choices, default=Metric.TRACES)
+    comparator = models.CharField(max_length=2, choices=Comparator.choices, default=Comparator.GT)
+    threshold = models.FloatField(default=0.0)
+    window_seconds = models.PositiveIntegerField(default=300)
+    cooldown_seconds = models.PositiveIntegerField(default=300)
+    enabled = models.BooleanField(default=True)
+    # Muted rules are evaluated and keep their history, but nobody is told.
+    muted_until = models.DateTimeField(null=True, blank=True)
+    # [{"kind": "webhook" | "slack" | "email", "to": url-or-address}, ...]
+    targets = models.JSONField(default=list, blank=True)
+
+    state = models.CharField(max_length=16, choices=State.choices, default=State.OK)
+    state_since = models.DateTimeField(null=True, blank=True)
+    # Bumped by every transition and every edit: a transition is written only by the
+    # evaluator that read the version it replaces (compare-and-set), so two evaluators
+    # cannot both record, and both announce, the same one.
+    version = models.PositiveIntegerField(default=0)
+    last_value = models.FloatField(null=True, blank=True)
+    last_evaluated_at = models.DateTimeField(null=True, blank=True)
+    last_fired_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    # "Any single trace" rules: [trace_id, start_ns] of the traces already announced, kept
+    # while they can still be in the window (bounded: alerting.MAX_REMEMBERED).
+    fired_traces = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = AlertRuleQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return self.name
+
+    def is_muted(self, now: datetime) -> bool:
+        return self.muted_until is not None and self.muted_until > now
+
+
+class AlertEventQuerySet(models.QuerySet):
+    def newest_first(self) -> AlertEventQuerySet:
+        """The history, newest first, with each event's rule in the same query."""
+        return self.select_related("rule").order_by("-at", "-pk")
+
+    def undelivered(self) -> AlertEventQuerySet:
+        """Events whose notifications no evaluator has taken yet, oldest first."""
+        return self.filter(delivery=AlertEvent.Delivery.PENDING).order_by("pk")
+
+
+class AlertEvent(models.Model):
+    """One transition of a rule (or one matching trace, or a test), and what its
+    notifications did. Rows are the history and the delivery outbox at once."""
+
+    class Kind(models.TextChoices):
+        FIRING = "firing", "Firing"
+        RESOLVED = "resolved", "Resolved"
+        BROKEN = "broken", "Broken"
+        TEST = "test", "Test"
+
+    class Delivery(models.TextChoices):
+        PENDING = "pending", "waiting to be sent"
+        SENDING = "sending", "being sent"
+        SENT = "sent", "sent"
+        PARTIAL = "partial", "some targets failed"
+        FAILED = "failed", "failed"
+        NONE = "none", "no targets"
+        MUTED = "muted", "muted"
+        COOLDOWN = "cooldown", "not sent: cooldown"
+        EXPIRED = "expired", "not sent: too old"
+
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    at = models.DateTimeField()
+    value = models.FloatField(null=True, blank=True)
+    threshold = models.FloatField(null=True, blank=True)
+    # The rule as it was: the event keeps its meaning after the rule is edited.
+    metric = models.CharField(max_length=16, blank=True, default="")
+    comparator = models.CharField(max_length=2, blank=True, default="")
+    query = models.TextField(blank=True, default="")
+    window_start = models.DateTimeField(null=True, blank=True)
+    window_end = models.DateTimeField(null=True, blank=True)
+    # "Any single trace" events: the trace; "N more traces" events leave it empty.
+    trace_id = models.CharField(max_length=32, blank=True, default="")
+    message = models.TextField(blank=True, default="")
+    detail = models.JSONField(default=dict, blank=True)
+    delivery = models.CharField(max_length=16, choices=Delivery.choices, default=Delivery.NONE)
+    # One entry per target: {"target", "kind", "ok", "status", "attempts", "error", "ms"}.
+    deliveries = models.JSONField(default=list, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AlertEventQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            # A rule's history, newest first (the rule page).
+            models.Index(fields=["rule", "-at"], name="alert_event_rule_at"),
+            # The alerts page's recent events across rules.
+            models.Index(fields=["-at"], name="alert_event_at"),
+            # The outbox: what is left to send (few rows, so a partial index).
+            models.Index(
+                fields=["id"], condition=Q(delivery="pending"), name="alert_event_pending"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rule_id} {self.kind} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class AlertLease(models.Model):
+    """Who evaluates the rules until when: one row, taken with a conditional UPDATE.
+
+    The server's background task and ``msgtrace evaluate_alerts`` (cron) may both run; the
+    one holding an unexpired lease evaluates, the other skips its turn.
+    """
+
+    name = models.CharField(primary_key=True, max_length=32)
+    holder = models.CharField(max_length=128, blank=True, default="")
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.holder or 'free'} until {self.expires_at:%H:%M:%S}"

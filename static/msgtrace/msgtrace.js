@@ -16,7 +16,8 @@
     dismissLater(item);
   }
   function dismissLater(item) {
-    if (item.hasAttribute("data-timed")) return;
+    // Alert toasts (data-sticky) stay until dismissed: a firing rule must not slip by.
+    if (item.hasAttribute("data-timed") || item.hasAttribute("data-sticky")) return;
     item.setAttribute("data-timed", "");
     setTimeout(function () {
       item.classList.add("is-leaving");
@@ -84,6 +85,11 @@
   // --- Clicks --------------------------------------------------------------------------
   document.addEventListener("click", function (event) {
     var target = event.target;
+    var dismiss = target.closest("[data-toast-close]");
+    if (dismiss) {
+      dismiss.closest("[data-toast]").remove();
+      return;
+    }
     var copy = target.closest("[data-copy], [data-copy-target]");
     if (copy) {
       var text = copy.dataset.copy;
@@ -286,6 +292,7 @@
     markSelected();
     updateSelection();
     localTimes(document);
+    document.querySelectorAll("input[data-fields]").forEach(setUpAutocomplete);
   });
   document.addEventListener("msgtrace:refresh", function () { updateSelection(); });
   // "Save current search" saves what is in the search box now, not when the page loaded.
@@ -412,6 +419,8 @@
 
   // --- Field-name autocomplete in the search box ------------------------------------------
   function setUpAutocomplete(input) {
+    if (input.hasAttribute("data-completing")) return; // a form swapped in again keeps it
+    input.setAttribute("data-completing", "");
     var list = document.getElementById(input.getAttribute("aria-controls"));
     var fields = (input.dataset.fields || "").split(" ").filter(Boolean);
     var active = -1;

@@ -46,6 +46,7 @@ class Command(BaseCommand):
 
         def ready():
             from ingest.workers import warm_up
+            from traces.alerting import alerts_start
             from traces.purge import retention_start
             from traces.rollups import Builder
 
@@ -58,9 +59,16 @@ class Command(BaseCommand):
             days = settings.MSGTRACE_RETENTION_DAYS
             if days:
                 self.stdout.write(f"  retention: traces older than {days} days go, now and daily")
+            if settings.MSGTRACE_ALERT_INTERVAL:
+                self.stdout.write(
+                    f"  alerts: rules checked every {settings.MSGTRACE_ALERT_INTERVAL} s"
+                )
             self.stdout.flush()
             # Once listening, in a thread of its own: the first purge may take a while.
             retention_start(days)
+            # Alert rules, in a thread of their own too: no evaluation waits on ingest or
+            # holds it up (traces/alerting.py).
+            alerts_start(settings.MSGTRACE_ALERT_INTERVAL)
 
         logging.getLogger("daphne").setLevel(logging.WARNING)
         server = Server(
