@@ -1,5 +1,6 @@
-# msgtrace: OTLP/HTTP trace collector and JSON API on port 4321.
+# msgtrace: OTLP/HTTP trace collector, web UI and JSON API on port 4321.
 # SQLite in the /data volume by default; set MSGTRACE_DATABASE_URL for PostgreSQL.
+# Behind a TLS proxy, with PostgreSQL and Redis: docker-compose.yml, docs/deployment.md.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -11,7 +12,10 @@ COPY . /app
 
 # Editable: templates/ and static/ live at the top of the source tree, and settings find
 # them relative to it, so the app runs from /app rather than from site-packages.
+# collectstatic builds /app/staticfiles: hashed, gzipped copies that the server (WhiteNoise)
+# serves with a year-long cache; without it pages would use the unhashed source files.
 RUN pip install --no-cache-dir -e . \
+    && msgtrace collectstatic --noinput --verbosity 0 \
     && useradd --system --uid 10001 --user-group --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin msgtrace \
     && mkdir -p /data \

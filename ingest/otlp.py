@@ -324,13 +324,16 @@ def _json_value(value: Any, clean: _Cleaner, path: str, depth: int) -> Any:
             return clean.text(item, path) if isinstance(item, str) else clean.text(str(item), path)
         if key in ("intValue", "int_value"):
             try:
-                return int(item)
-            except (TypeError, ValueError):
+                number = int(item)
+            except (TypeError, ValueError, OverflowError):
                 return clean.text(str(item), path)
+            # OTLP's int64; a wider number (which JSON can spell) stays the text it came as,
+            # where the JSON columns and the database would refuse it.
+            return number if _INT64_MIN <= number <= _INT64_MAX else clean.text(str(item), path)
         if key in ("doubleValue", "double_value"):
             try:
                 return float(item)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 return clean.text(str(item), path)
         if key in ("boolValue", "bool_value"):
             return bool(item)
@@ -479,7 +482,7 @@ def _add_json_span(decoded: Decoded, span: dict, resource: dict, scope: dict, li
 
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
-_INT64_MAX = 2**63 - 1
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _add_row(

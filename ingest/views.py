@@ -11,6 +11,10 @@ server process's CPU; here the body is read straight from the socket, a body ove
 is refused from its Content-Length before it is read, and nothing else is in the way. The
 collector uses no cookies or sessions, so it loses nothing by skipping that middleware; it
 still checks the Host header against ``ALLOWED_HOSTS`` and answers CORS like the API does.
+
+With ``MSGTRACE_AUTH`` on, a request needs an active API key (``Authorization: Bearer`` or
+``x-api-key``), checked in memory (traces/keys.py): 401 without one, 429 when the key is
+over ``MSGTRACE_INGEST_RATE_LIMIT``. With it off, nothing here looks at keys.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from ingest.otlp import PayloadError, PayloadTooLarge, Prepared
 from ingest.workers import prepare_off_loop
-from ingest.writer import BatchRefused, StoreUnavailable, get_writer
+from ingest.writer import BatchRefused, StoreUnavailable, describe_failure, get_writer
 from traces import broadcast
+from traces.keys import KeyEntry, key_from_headers, keyring, span_budget
 
 logger = logging.getLogger("msgtrace.ingest")
 
@@ -39,7 +44,7 @@ _CONTENT_TYPES = {PROTOBUF: PROTOBUF, "application/protobuf": PROTOBUF, JSON: JS
 _ENCODINGS = {"", "identity", "gzip", "x-gzip"}
 
 # google.rpc.Code values for the Status body of an error.
-_RPC_CODES = {400: 3, 405: 12, 413: 8, 415: 3, 503: 14}
+_RPC_CODES = {400: 3, 401: 16, 405: 12, 413: 8, 415: 3, 429: 8, 503: 14}
 RETRY_AFTER_SECONDS = "2"
 
 
@@ -99,8 +104,38 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
-async def export_traces(method: str, headers: dict[str, str], receive: Receive) -> Response:
-    raw_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+def _raw_type(headers: dict[str, str]) -> str:
+    return headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def admit(headers: dict[str, str]) -> tuple[KeyEntry | None, Response | None]:
+    """With auth on: the request's API key, or the 401 or 429 that refuses the request.
+
+    Exporters drop a batch on 401 (it is final) and retry 429 after Retry-After.
+    """
+    reply_type = _CONTENT_TYPES.get(_raw_type(headers), JSON)
+    key = key_from_headers(headers)
+    entry = await keyring.acheck(key) if key else None
+    if entry is None:
+        message = (
+            "invalid or revoked API key"
+            if key
+            else "API key required: send Authorization: Bearer <key> (or x-api-key: <key>)"
+        )
+        challenge = 'Bearer realm="msgtrace"' + (', error="invalid_token"' if key else "")
+        return None, _status(401, message, reply_type, WWW_Authenticate=challenge)
+    rate = settings.MSGTRACE_INGEST_RATE_LIMIT
+    wait = span_budget.retry_after(entry.id, rate) if rate else 0
+    if wait:
+        message = f"API key {entry.prefix} is over its limit of {rate} spans/s"
+        return None, _status(429, message, reply_type, Retry_After=str(wait))
+    return entry, None
+
+
+async def export_traces(
+    method: str, headers: dict[str, str], receive: Receive, key: KeyEntry | None = None
+) -> Response:
+    raw_type = _raw_type(headers)
     content_type = _CONTENT_TYPES.get(raw_type)
     if method != "POST":
         return _status(405, "use POST", content_type or JSON, Allow="POST")
@@ -139,6 +174,15 @@ async def export_traces(method: str, headers: dict[str, str], receive: Receive) 
         return _status(400, str(exc), content_type)
     except StoreUnavailable as exc:
         return _status(503, str(exc), content_type)
+    except Exception as exc:
+        # A body the decoder trips over is our bug, but the answer is the same as for any
+        # undecodable body; and the server's own report of an unhandled exception would
+        # print its message, which may quote span data.
+        logger.error("ingest: decoding failed: %s", describe_failure(exc))
+        return _status(400, f"the body could not be decoded ({type(exc).__name__})", content_type)
+    rate = settings.MSGTRACE_INGEST_RATE_LIMIT
+    if key is not None and rate:
+        span_budget.spend(key.id, rate, len(decoded.params) + decoded.rejected)
 
     if decoded.params:
         try:
@@ -190,10 +234,12 @@ class CollectorApp:
                 Access_Control_Max_Age="86400",
             )
         else:
-            try:
-                response = await export_traces(scope["method"], headers, receive)
-            except ConnectionError:
-                return  # nobody to answer
+            key, response = (await admit(headers)) if settings.MSGTRACE_AUTH else (None, None)
+            if response is None:
+                try:
+                    response = await export_traces(scope["method"], headers, receive, key)
+                except ConnectionError:
+                    return  # nobody to answer
         if origin:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Vary"] = "Origin"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import traceback
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -166,14 +167,15 @@ class Writer:
                 for item in group:
                     self._write_group([item])
                 return
-            # Logged without the batch: span data stays out of logs.
-            logger.exception("ingest: a batch of %d spans was refused", len(group[0].rows))
-            refusal = (
-                BatchRefused(f"the database refused this batch ({type(exc).__name__})")
-                if isinstance(exc, DatabaseError)
-                else exc
+            logger.error(
+                "ingest: a batch of %d spans was refused: %s",
+                len(group[0].rows),
+                describe_failure(exc),
             )
-            group[0].future.set_exception(refusal)
+            who = "the database" if isinstance(exc, DatabaseError) else "msgtrace"
+            group[0].future.set_exception(
+                BatchRefused(f"{who} refused this batch ({type(exc).__name__})")
+            )
             return
         # Committed: tell live clients (this only records ids; it never waits on them).
         broadcast.traces_written(
@@ -187,6 +189,17 @@ def _index_documents(group: list[_Pending]) -> list[tuple[str, str]] | None:
     if any(item.index_documents is None for item in group):
         return None  # some batch came without them: spans_ingest makes them all
     return [document for item in group for document in item.index_documents]
+
+
+def describe_failure(exc: BaseException) -> str:
+    """``DataError at traces/sql.py:41 < ingest/writer.py:140``: the type and where, no message.
+
+    For logs: an exception's message may quote the span data that caused it (a database
+    error names the value it refused), and span data stays out of logs.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)[::-1][:6]
+    where = " < ".join(f"{'/'.join(f.filename.split('/')[-2:])}:{f.lineno}" for f in frames)
+    return f"{type(exc).__name__} at {where or 'an unknown place'}"
 
 
 _writer: Writer | None = None

@@ -9,13 +9,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "msgtrace_site.settings")
 # Django must be set up before anything imports models.
 django_asgi_app = get_asgi_application()
 
+from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from ingest.views import CollectorApp  # noqa: E402
+from traces.auth import WebSocketAuthGuard  # noqa: E402
 from traces.consumers import EventsConsumer, PageConsumer  # noqa: E402
 
 
@@ -38,11 +39,15 @@ websockets = URLRouter(
     ]
 )
 
-# The OTLP collector first (plain ASGI, see ingest/views.py); then our CSS/JS and the
-# admin's, straight from the source tree (no collectstatic step); then Django.
+# The OTLP collector first (plain ASGI, see ingest/views.py); then Django, whose first
+# middleware after SecurityMiddleware, WhiteNoise, answers for static files.
 application = ProtocolTypeRouter(
     {
-        "http": CollectorApp(ASGIStaticFilesHandler(django_asgi_app)),
-        "websocket": BrowserOriginValidator(websockets, settings.ALLOWED_HOSTS),
+        "http": CollectorApp(django_asgi_app),
+        # Origin first; then, with MSGTRACE_AUTH on, a signed-in session (the page's
+        # cookie) or, on /api/v1/ws, an API key (traces/auth.py).
+        "websocket": BrowserOriginValidator(
+            AuthMiddlewareStack(WebSocketAuthGuard(websockets)), settings.ALLOWED_HOSTS
+        ),
     }
 )

@@ -6,11 +6,13 @@ A malformed value stops start-up with an ``ImproperlyConfigured`` naming the var
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -98,6 +100,40 @@ ALLOWED_HOSTS = env_list("MSGTRACE_ALLOWED_HOSTS") or (
     ["*"] if HOST in {"0.0.0.0", "::"} else [*_LOOPBACK_HOSTS, HOST]  # noqa: S104
 )
 
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
+# --- Authentication (docs/security.md) --------------------------------------------------
+# On loopback only this machine's users can connect, as with any local dev server; any
+# other address gets logins for the UI and API keys for ingest unless told otherwise.
+# Read per request (traces/auth.py, ingest/views.py), so tests can override it.
+HOST_IS_LOOPBACK = is_loopback(HOST)
+MSGTRACE_AUTH = env_bool("MSGTRACE_AUTH", not HOST_IS_LOOPBACK)
+# Spans per second per API key at the collector (a token bucket); 0 is no limit.
+MSGTRACE_INGEST_RATE_LIMIT = env_int("MSGTRACE_INGEST_RATE_LIMIT", 0)
+# Failed logins allowed per client address and per user name in 5 minutes; then 429.
+MSGTRACE_LOGIN_RATE_LIMIT = env_int("MSGTRACE_LOGIN_RATE_LIMIT", 10)
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "traces:dashboard"
+LOGOUT_REDIRECT_URL = "login"
+# Django's usual checks on passwords set through createsuperuser and the admin.
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
+]
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",
@@ -118,11 +154,17 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files are answered here, before sessions, auth and the rest (see STORAGES).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Before any view runs: with MSGTRACE_AUTH on, everything not on its allow-list
+    # needs a signed-in user (or an API key, for /api/).
+    "traces.auth.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -141,6 +183,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "traces.auth.auth_context",
             ],
         },
     },
@@ -194,7 +237,66 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env_str("MSGTRACE_STATIC_ROOT", str(BASE_DIR / "staticfiles"))).resolve()
+# WhiteNoise serves static files from the server process. Once `msgtrace collectstatic` has
+# built STATIC_ROOT (the Docker image does), pages link hashed names that WhiteNoise serves
+# gzipped and cacheable for a year. Without that build (a checkout, the test suite) pages
+# link the plain names and WhiteNoise reads them from the source tree on each request, so
+# development needs no build step and an edited file shows on reload.
+_STATIC_BUILT = (STATIC_ROOT / "staticfiles.json").is_file()
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "traces.staticfiles.BuiltOrSourceStorage"},
+}
+WHITENOISE_USE_FINDERS = WHITENOISE_AUTOREFRESH = not _STATIC_BUILT
+# Our CSS and JS are for our pages only (WhiteNoise would allow any origin).
+WHITENOISE_ALLOW_ALL_ORIGINS = False
+
+# --- HTTPS and browser hardening (docs/deployment.md) -------------------------------------
+# msgtrace speaks plain HTTP; TLS ends at a reverse proxy. MSGTRACE_SECURE_PROXY=on says
+# so: the proxy's X-Forwarded-Proto is believed (turn it on only when clients reach the
+# port through the proxy alone, or a client could claim https itself), page requests that
+# came over plain HTTP are redirected to https, cookies are marked Secure, HSTS is sent.
+MSGTRACE_SECURE_PROXY = env_bool("MSGTRACE_SECURE_PROXY", False)
+if MSGTRACE_SECURE_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = MSGTRACE_SECURE_PROXY
+# Health checks (the image's own, a load balancer's) call plain HTTP from the inside.
+SECURE_REDIRECT_EXEMPT = [r"^health$"]
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = MSGTRACE_SECURE_PROXY
+# No page script reads the CSRF cookie: pages carry the token in <body hx-headers>.
+CSRF_COOKIE_HTTPONLY = True
+# Sent only on HTTPS responses. Browsers remember it this long, so an operator trying
+# HTTPS out may start lower; 0 sends none (and `check --deploy` warns).
+SECURE_HSTS_SECONDS = env_int("MSGTRACE_HSTS_SECONDS", 365 * 24 * 3600, maximum=2 * 365 * 24 * 3600)
+# Trace URLs carry ids and search queries: other sites that a page links to get no referrer.
+SECURE_REFERRER_POLICY = "same-origin"
+SILENCED_SYSTEM_CHECKS = [
+    # HSTS includeSubDomains and preload (security.W005, W021) bind every other host of
+    # the operator's domain to HTTPS too; that is the domain owner's decision, not ours.
+    "security.W005",
+    "security.W021",
+]
+
+# Span data is hostile text rendered into pages. Should any of it ever get past template
+# escaping, the browser still runs no inline script or event handler, fetches nothing from
+# another origin (a prompt's ![x](http://evil.example/p.png) or <img src=http://...>
+# cannot phone home with the page's data), and no other site can frame the pages. Our JS
+# and CSS are files under /static/; no template has inline script or style attributes
+# (a template that needs an inline script gives it {{ request.csp_nonce }}).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 # --- Ingest -----------------------------------------------------------------------------
 # Largest OTLP body accepted, before and after gzip decompression.

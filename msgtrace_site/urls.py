@@ -1,7 +1,8 @@
 from django.contrib import admin
+from django.contrib.auth.views import LogoutView
 from django.urls import include, path
 
-from traces import analytics_views, api
+from traces import analytics_views, api, auth
 
 # The OTLP collector (/v1/traces, /api/v1/traces/export) is mounted in asgi.py.
 urlpatterns = [
@@ -21,6 +22,10 @@ urlpatterns = [
         name="api_analytics_breakdown",
     ),
     path("health", api.health, name="health"),
+    # One login page for the UI and the admin, rate-limited (traces/auth.py).
+    path("login", auth.RateLimitedLoginView.as_view(), name="login"),
+    path("logout", LogoutView.as_view(), name="logout"),
+    path("admin/login/", auth.admin_login, name="admin_login"),
     path("admin/", admin.site.urls),
     path("search/", include("search.urls")),
     path("", include("traces.urls")),

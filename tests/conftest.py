@@ -88,6 +88,17 @@ def server(live_server_process):
     return live_server_process
 
 
+@pytest.fixture(scope="session")
+def auth_server(tmp_path_factory, free_port):
+    """A real ``msgtrace start`` with MSGTRACE_AUTH on, a superuser (tests/authserver.py)
+    and ``auth_server.api_key``."""
+    from tests.authserver import start_auth_server
+
+    server = start_auth_server(tmp_path_factory.mktemp("auth-server"), free_port())
+    yield server
+    server.stop()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_price_table():
     """Each test reads the price table as its own transaction left it.

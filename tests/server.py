@@ -55,6 +55,14 @@ class MsgtraceServer:
 
     @classmethod
     def start(cls, directory: Path, port: int, **extra_env: str) -> MsgtraceServer:
+        server = cls.prepare(directory, port, **extra_env)
+        server.launch()
+        return server
+
+    @classmethod
+    def prepare(cls, directory: Path, port: int, **extra_env: str) -> MsgtraceServer:
+        """The server with its database chosen (and on PostgreSQL made), not yet launched:
+        ``manage`` can create users and API keys before ``launch``."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("MSGTRACE_")}
         env.update({k: str(v) for k, v in extra_env.items()})
         database_url = db_path = None
@@ -66,9 +74,19 @@ class MsgtraceServer:
         else:
             db_path = directory / "msgtrace.db"
             env["MSGTRACE_DB_PATH"] = str(db_path)
-        server = cls(None, port, directory, env, database_url, db_path)
-        server.launch()
-        return server
+        return cls(None, port, directory, env, database_url, db_path)
+
+    def manage(self, *args: str, **env: str) -> subprocess.CompletedProcess:
+        """``msgtrace <args>`` on this server's database and settings."""
+        script = Path(sys.executable).parent / "msgtrace"
+        return subprocess.run(
+            [str(script), *args],
+            cwd=self.directory,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     def sibling(self, port: int) -> MsgtraceServer:
         """A second process on the same database (its stop() leaves the database alone)."""
@@ -155,7 +173,7 @@ class MsgtraceServer:
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout=10)

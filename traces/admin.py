@@ -19,6 +19,7 @@ from django.db import connection
 from django.db.models import CharField, F, Func, QuerySet, Value
 from django.db.models.lookups import In
 from django.forms.models import BaseInlineFormSet
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
@@ -26,9 +27,11 @@ from django.utils.html import format_html
 from search.compiler import compile_query
 from search.parser import QueryError
 from traces import alerting, notify
+from traces.keys import api_key_issue, api_keys_revoke, keyring
 from traces.models import (
     AlertEvent,
     AlertRule,
+    ApiKey,
     ModelPrice,
     Span,
     Trace,
@@ -598,3 +601,80 @@ class AlertEventAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+# --- API keys -------------------------------------------------------------------------------
+# Create (the key is shown once), revoke, see when each was last used.
+
+
+class ApiKeyStatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [("active", "Active"), ("revoked", "Revoked")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "active":
+            return queryset.active()
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "shown_prefix", "status", "created_at", "last_used_at")
+    list_filter = (ApiKeyStatusFilter,)
+    search_fields = ("name", "prefix")
+    readonly_fields = ("shown_prefix", "status", "created_at", "last_used_at", "revoked_at")
+    actions = ["revoke"]
+
+    def get_fields(self, request, obj=None):
+        # Adding asks only for a name; the key is made on save and shown once.
+        return ("name",) if obj is None else ("name", *self.readonly_fields)
+
+    @admin.display(description="key", ordering="prefix")
+    def shown_prefix(self, obj: ApiKey) -> str:
+        return f"mt_{obj.prefix}_…"
+
+    @admin.display(description="status", boolean=False)
+    def status(self, obj: ApiKey) -> str:
+        return "active" if obj.is_active else "revoked"
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+        else:
+            # Kept on the instance only until response_add renders it: never stored, never
+            # put in a message (messages can travel in a cookie).
+            obj.issued_key = api_key_issue(api_key=obj)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "api_key": obj,
+            "key": obj.issued_key,
+            "title": f"API key {obj.name} created",
+            "changelist_url": reverse("admin:traces_apikey_changelist"),
+        }
+        return TemplateResponse(request, "admin/traces/apikey/created.html", context)
+
+    @admin.action(description="Revoke selected API keys")
+    def revoke(self, request, queryset):
+        revoked = api_keys_revoke(keys=queryset)
+        self.message_user(
+            request,
+            f"Revoked {revoked} API key{'s' * (revoked != 1)}; "
+            "requests with them are refused within seconds.",
+            messages.SUCCESS,
+        )
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        keyring.invalidate()
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset)
+        keyring.invalidate()

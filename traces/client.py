@@ -17,6 +17,7 @@ error says where it is). The reference is docs/client.md.
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -54,6 +55,10 @@ class BadRequestError(MsgtraceError):
 
 class NotFoundError(MsgtraceError):
     """404: no trace with that id."""
+
+
+class AuthenticationError(MsgtraceError):
+    """401: the server wants an API key (or this one is wrong or revoked)."""
 
 
 class UnreachableError(MsgtraceError):
@@ -399,7 +404,8 @@ def _moment(value: str | datetime | timedelta | None) -> str | None:
 
 
 class Client:
-    """msgtrace's JSON API at ``url``. ``api_key`` is sent as ``Authorization: Bearer``."""
+    """msgtrace's JSON API at ``url``. ``api_key`` is sent as ``Authorization: Bearer``;
+    None (the default) takes it from the ``MSGTRACE_API_KEY`` environment variable."""
 
     def __init__(
         self, url: str = DEFAULT_URL, api_key: str | None = None, *, timeout: float = 30.0
@@ -410,6 +416,8 @@ class Client:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self._headers = {"Accept": "application/json", "User-Agent": "msgtrace-client"}
+        if api_key is None:
+            api_key = os.environ.get("MSGTRACE_API_KEY", "").strip()
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
 
@@ -527,9 +535,14 @@ class Client:
             # Not msgtrace's JSON: a proxy's page, or another server on that port.
             message = f"{method} {path}: HTTP {exc.code} {exc.reason}"
             return MsgtraceError(message, status=exc.code)
-        cls = {400: BadRequestError, 404: NotFoundError}.get(exc.code, MsgtraceError)
+        cls = {400: BadRequestError, 401: AuthenticationError, 404: NotFoundError}.get(
+            exc.code, MsgtraceError
+        )
+        message = str(data["error"])
+        if exc.code == 401 and "Authorization" not in self._headers:
+            message += " (no API key was sent: set MSGTRACE_API_KEY)"
         return cls(
-            str(data["error"]),
+            message,
             status=exc.code,
             parameter=data.get("parameter"),
             position=data.get("position"),

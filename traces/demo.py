@@ -797,11 +797,13 @@ class Tally:
 class Sender:
     """Posts OTLP/HTTP protobuf to one server over a keep-alive connection."""
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, timeout: float = 30.0, api_key: str | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"must look like http://host:port, got {url!r}")
         self.url = url.rstrip("/")
+        # Needed when the server has MSGTRACE_AUTH on (docs/security.md).
+        self.api_key = os.environ.get("MSGTRACE_API_KEY", "") if api_key is None else api_key
         self._parts = parts
         self._timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
@@ -857,6 +859,8 @@ class Sender:
     def send(self, service: str, spans: list[SpanData]) -> None:
         """One run, in requests of at most ``BATCH_SIZE`` spans, retried when asked to."""
         headers = {"Content-Type": "application/x-protobuf", "User-Agent": "msgtrace-demo"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
         for first in range(0, len(spans), BATCH_SIZE):
             batch = spans[first : first + BATCH_SIZE]
             body = encode_protobuf(service, batch, extra_resource=DEMO_RESOURCE)
@@ -868,9 +872,13 @@ class Sender:
                 retry_after = response.getheader("Retry-After") or "1"
                 time.sleep(min(float(retry_after) if retry_after.isdigit() else 1.0, 5.0))
             if response.status != 200:
+                hint = (
+                    " (set MSGTRACE_API_KEY)" if response.status == 401 and not self.api_key else ""
+                )
                 raise DemoError(
                     f"msgtrace at {self.url} refused the spans: HTTP {response.status} "
                     f"{_status_message(data)}".rstrip()
+                    + hint
                 )
             answer = trace_service_pb2.ExportTraceServiceResponse.FromString(data)
             self.tally.rejected_spans += answer.partial_success.rejected_spans

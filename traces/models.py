@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.db import models
 from django.db.models import Avg, Count, F, Q, Sum
+from django.utils import timezone
 
 
 def ns_to_datetime(ns: int | None) -> datetime | None:
@@ -658,3 +659,39 @@ class AlertLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.holder or 'free'} until {self.expires_at:%H:%M:%S}"
+
+
+class ApiKeyQuerySet(models.QuerySet):
+    def active(self) -> ApiKeyQuerySet:
+        """Keys that still open the door: not revoked."""
+        return self.filter(revoked_at__isnull=True)
+
+
+class ApiKey(models.Model):
+    """A key ``mt_<prefix>_<secret>``; only its SHA-256 is stored, the key is shown once.
+
+    ``prefix`` is public: it names the key in the admin and in logs, and finds the row to
+    compare against. Keys are revoked (kept, with the time), not deleted, so the admin still
+    shows what a key was after it stops working.
+    """
+
+    name = models.CharField(max_length=100, help_text="What uses this key, e.g. checkout-agent.")
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Written at most once a minute per key, off the request path (traces/keys.py).
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (mt_{self.prefix}_…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

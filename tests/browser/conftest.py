@@ -56,8 +56,25 @@ def context(new_context) -> BrowserContext:
 
 
 @pytest.fixture
-def page(context: BrowserContext) -> Page:
-    return context.new_page()
+def csp_refusals() -> list[str]:
+    """What the Content-Security-Policy refused on ``page`` (a test that provokes it clears it)."""
+    return []
+
+
+@pytest.fixture
+def page(context: BrowserContext, csp_refusals: list[str]) -> Iterator[Page]:
+    """A page that fails its test if the CSP refused anything on it: our own pages must
+    work under the policy, so a refusal means a page of ours broke (or markup got past
+    escaping)."""
+    page = context.new_page()
+
+    def note(message) -> None:
+        if "Content Security Policy" in message.text:
+            csp_refusals.append(message.text)
+
+    page.on("console", note)
+    yield page
+    assert csp_refusals == [], f"the CSP refused: {csp_refusals}"
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +85,11 @@ def screenshot() -> Callable[[Page, str], None]:
     def shoot(page: Page, name: str) -> None:
         for scheme in ("light", "dark"):
             page.emulate_media(color_scheme=scheme)
-            page.screenshot(path=SCREENSHOTS / f"{name}-{scheme}.png", animations="disabled")
+            # caret="initial": hiding the caret leaves style="" on inputs, which htmx's
+            # history snapshots then restore, and the CSP (rightly) refuses.
+            page.screenshot(
+                path=SCREENSHOTS / f"{name}-{scheme}.png", animations="disabled", caret="initial"
+            )
         page.emulate_media(color_scheme="light")
 
     return shoot

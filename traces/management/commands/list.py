@@ -37,7 +37,9 @@ class Command(BaseCommand):
             "--limit", type=_limit, default=20, metavar="N", help="how many traces (default 20)"
         )
         parser.add_argument(
-            "--url", help="a msgtrace server to ask instead of the database (http://host:port)"
+            "--url",
+            help="a msgtrace server to ask instead of the database (http://host:port); "
+            "with auth on, set MSGTRACE_API_KEY",
         )
 
     def handle(self, *args, **options):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
+
+from traces.auth import serving_check
 
 
 class Command(BaseCommand):
@@ -29,6 +32,13 @@ class Command(BaseCommand):
             raise CommandError("--db-path is for SQLite; MSGTRACE_DATABASE_URL is set")
         if not options["no_migrate"]:
             self._migrate()
+        # Bound beyond loopback, auth is on: refuse to serve a door nobody has a key to.
+        refusal, warnings = serving_check()
+        connection.close()
+        if refusal:
+            raise CommandError(refusal)
+        for warning in warnings:
+            self.stderr.write(warning)
         # Imported here: daphne.server installs Twisted's asyncio reactor on import.
         from daphne.endpoints import build_endpoint_description_strings
         from daphne.server import Server
@@ -56,6 +66,8 @@ class Command(BaseCommand):
                 f"msgtrace listening on http://{shown_host}:{port}  ({where})\n"
                 f"  OTLP/HTTP endpoint: http://{shown_host}:{port}/v1/traces"
             )
+            if settings.MSGTRACE_AUTH:
+                self.stdout.write("  auth: pages need a login, ingest and the API an API key")
             days = settings.MSGTRACE_RETENTION_DAYS
             if days:
                 self.stdout.write(f"  retention: traces older than {days} days go, now and daily")
@@ -82,10 +94,35 @@ class Command(BaseCommand):
             raise CommandError(f"could not listen on {host}:{port} (is the port in use?)")
 
     def _migrate(self):
-        executor = MigrationExecutor(connection)
-        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
-        if pending:
-            self.stdout.write(f"Applying {len(pending)} database migration(s)...")
-            call_command("migrate", interactive=False, verbosity=0)
+        with _migration_lock():
+            executor = MigrationExecutor(connection)
+            pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+            if pending:
+                self.stdout.write(f"Applying {len(pending)} database migration(s)...")
+                call_command("migrate", interactive=False, verbosity=0)
         # The server's own threads open their connections; this one is done.
         connection.close()
+
+
+# pg_advisory_lock's key for migrations: "msgtrace" as a 64-bit number.
+_MIGRATION_LOCK = int.from_bytes(b"msgtrace", "big")
+
+
+@contextmanager
+def _migration_lock():
+    """One process at a time past this point, on PostgreSQL.
+
+    Several processes sharing a database often start together (a scaled compose service, a
+    rolling upgrade); without the lock, each would apply the same migrations at once and
+    all but one would fail. The others wait here, then find nothing left to apply.
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [_MIGRATION_LOCK])
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [_MIGRATION_LOCK])

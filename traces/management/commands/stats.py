@@ -15,7 +15,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--url", help="a msgtrace server to ask instead of the database (http://host:port)"
+            "--url",
+            help="a msgtrace server to ask instead of the database (http://host:port); "
+            "with auth on, set MSGTRACE_API_KEY",
         )
 
     def handle(self, *args, **options):
