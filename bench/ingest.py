@@ -13,6 +13,7 @@ Run from the repository root with the project's virtualenv::
     python bench/ingest.py                          # own server, fresh SQLite file
     python bench/ingest.py --db postgres            # own server, fresh PostgreSQL database
     python bench/ingest.py --url http://127.0.0.1:4321   # a server already running
+    python bench/ingest.py --auth                   # own server with MSGTRACE_AUTH=on and a key
     python bench/ingest.py --spans 100000 --batch 500 --clients 4 --repeat 3 --json
 
 Without ``--url`` the script starts ``msgtrace start`` (the console script next to this
@@ -108,10 +109,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _get_json(host: str, port: int, path: str, timeout: float = 30) -> tuple[int, dict]:
+def _get_json(
+    host: str, port: int, path: str, timeout: float = 30, api_key: str = ""
+) -> tuple[int, dict]:
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
         response = conn.getresponse()
         data = response.read()
         try:
@@ -160,9 +163,11 @@ def stop_server(process: subprocess.Popen | None, timeout: float) -> None:
 class OwnServer:
     """``msgtrace start`` on a free port and a fresh database, stopped and cleaned up after."""
 
-    def __init__(self, db: str, pg_admin_url: str) -> None:
+    def __init__(self, db: str, pg_admin_url: str, auth: bool = False) -> None:
         self.db = db
         self.pg_admin_url = pg_admin_url
+        self.auth = auth
+        self.api_key = ""
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.directory = Path(tempfile.mkdtemp(prefix="msgtrace-bench-"))
@@ -185,6 +190,16 @@ class OwnServer:
             env["MSGTRACE_DATABASE_URL"] = f"{base}/{self.pg_database}"
         else:
             env["MSGTRACE_DB_PATH"] = str(self.directory / "bench.db")
+        if self.auth:
+            # As exposed: every request needs a key; the server refuses to start without one.
+            env["MSGTRACE_AUTH"] = "on"
+            script = str(Path(sys.executable).parent / "msgtrace")
+            subprocess.run([script, "migrate", "-v", "0"], env=env, check=True, cwd=REPO_ROOT)
+            made = subprocess.run(
+                [script, "create_api_key", "bench"], env=env, check=True, cwd=REPO_ROOT,
+                capture_output=True, text=True,
+            )  # fmt: skip
+            self.api_key = made.stdout.strip()
         self.process = launch_server(env, self.port, self.log_path, timeout=90)
 
     def log_tail(self, lines: int = 30) -> str:
@@ -237,9 +252,13 @@ class Outcome:
 class Client:
     """One keep-alive connection, like one OTLP exporter."""
 
-    def __init__(self, host: str, port: int, path: str, content_type: str) -> None:
+    def __init__(
+        self, host: str, port: int, path: str, content_type: str, api_key: str = ""
+    ) -> None:
         self.host, self.port, self.path = host, port, path
         self.headers = {"Content-Type": content_type, "User-Agent": "msgtrace-bench"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
         self.json = content_type == "application/json"
         self.conn: http.client.HTTPConnection | None = None
 
@@ -360,21 +379,23 @@ def run_once(args: argparse.Namespace, label: str) -> Result:
         flush=True,
     )
 
-    server = None if args.url else OwnServer(args.db, args.pg_admin_url)
+    server = None if args.url else OwnServer(args.db, args.pg_admin_url, auth=args.auth)
+    api_key = args.api_key
     try:
         if server is not None:
             server.start()
             url = server.url
+            api_key = server.api_key
         else:
             url = args.url
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
-        status, before = _get_json(host, port, "/api/v1/stats")
+        status, before = _get_json(host, port, "/api/v1/stats", api_key=api_key)
         if status != 200:
             raise RuntimeError(f"GET /api/v1/stats answered {status}")
         content_type = "application/json" if args.json else "application/x-protobuf"
         clients = [
-            Client(host, port, parts.path.rstrip("/") + OTLP_PATH, content_type)
+            Client(host, port, parts.path.rstrip("/") + OTLP_PATH, content_type, api_key)
             for _ in range(args.clients)
         ]
         warm, _, _ = run_phase(clients, warmup) if warmup else (Outcome(), 0.0, 0.0)
@@ -392,7 +413,7 @@ def run_once(args: argparse.Namespace, label: str) -> Result:
             client.close()
 
         # The writer commits before answering, so the stats are final once all 200s are in.
-        status, after = _get_json(host, port, "/api/v1/stats", timeout=120)
+        status, after = _get_json(host, port, "/api/v1/stats", timeout=120, api_key=api_key)
         stored = after.get("total_spans", 0) - before.get("total_spans", 0)
         expected = outcome.acknowledged + warm.acknowledged
     finally:
@@ -473,6 +494,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs (each on a fresh server)")
     parser.add_argument("--seed", type=int, help="fixed random seed (same trace ids!)")
     parser.add_argument("--keep-server", action="store_true", help="leave own server running")
+    parser.add_argument(
+        "--auth", action="store_true", help="own server with MSGTRACE_AUTH=on, sending a key"
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("MSGTRACE_API_KEY", ""),
+        help="the key to send to --url (default $MSGTRACE_API_KEY)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print the server log")
     args = parser.parse_args(argv)
     if args.spans < 1 or args.batch < 1 or args.clients < 1 or args.warmup < 0:
