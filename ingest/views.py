@@ -250,6 +250,8 @@ class CollectorApp:
                 "headers": [
                     (b"content-type", response.content_type.encode()),
                     (b"content-length", str(len(response.body)).encode()),
+                    # As Django's pages do: an error body quoting a bad id stays JSON.
+                    (b"x-content-type-options", b"nosniff"),
                     *((k.encode(), v.encode("latin-1")) for k, v in response.headers.items()),
                 ],
             }

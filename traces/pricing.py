@@ -310,6 +310,9 @@ class Explanation:
 
 def explain(span: Span) -> Explanation | None:
     """How ``span``'s cost came about; None for a span without tokens or cost."""
+    # The one exception to "traces never imports ingest": which keys hold a reported cost
+    # live in the conventions table, a module of plain data that decode worker processes
+    # load without Django; a copy here would drift from what ingest actually reads.
     from ingest.conventions import COST_PART_FAMILIES, COST_TOTAL_KEYS
 
     source = span.cost_source

@@ -295,9 +295,11 @@ def test_undecodable_protobuf_is_400_with_a_google_rpc_status(server):
 
 
 def test_invalid_json_is_400_with_a_json_status(server):
-    status, _, body = server.post(b'{"resourceSpans": [', "application/json")
+    status, headers, body = server.post(b'{"resourceSpans": [', "application/json")
     assert status == 400
     assert "not valid JSON" in json.loads(body)["message"]
+    # The message may quote the sender's text: browsers must not sniff it into HTML.
+    assert {k.lower(): v for k, v in headers.items()}["x-content-type-options"] == "nosniff"
 
 
 def test_json_that_is_not_an_object_is_400(server):
