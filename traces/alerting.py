@@ -19,7 +19,6 @@ import logging
 import os
 import re
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -31,8 +30,6 @@ from django.db import (
     DatabaseError,
     DataError,
     IntegrityError,
-    close_old_connections,
-    connection,
     transaction,
 )
 from django.db.models import F, Q
@@ -43,6 +40,7 @@ from search.compiler import compile_query
 from search.parser import QueryError
 from traces.analytics import read_snapshot
 from traces.models import AlertEvent, AlertLease, AlertRule, Trace, datetime_to_ns
+from traces.periodic import Periodic
 from traces.templatetags.msgtrace import compact, duration, money
 
 logger = logging.getLogger("msgtrace.alerts")
@@ -719,13 +717,16 @@ def announcements(events: Iterable[AlertEvent], *, now: datetime) -> list[dict]:
 # --- In the server: a thread, as retention's -------------------------------------------------
 
 
-class Evaluator:
-    """Runs ``alerts_run`` every ``interval`` seconds in a daemon thread of ``msgtrace start``.
-
-    A thread with its own database connection, not a task on the server's event loop: an
-    evaluation is blocking queries, and a webhook may take its whole timeout. ``clock``
-    gives "now"; tests pass their own.
+class Evaluator(Periodic):
+    """Runs ``alerts_run`` every ``interval`` seconds in ``msgtrace start``
+    (traces/periodic.py), keeping its connection between runs. ``clock`` gives "now";
+    tests pass their own.
     """
+
+    name = "alerts"
+    failure = "alerts: evaluation failed"
+    logger = logger
+    keep_connection = True
 
     def __init__(
         self,
@@ -741,31 +742,15 @@ class Evaluator:
         # Longer than a run between two renewals, so the lease never lapses while this
         # server is alive; after a crash, cron takes over within this.
         self.lease_seconds = 2 * interval + 60
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="msgtrace-alerts", daemon=True)
+        super().__init__(interval)
 
-    def start(self) -> Evaluator:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float | None = None) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            close_old_connections()  # drops a connection the database closed meanwhile
-            try:
-                self.run(
-                    now=self.clock(),
-                    holder=self.holder,
-                    lease_seconds=self.lease_seconds,
-                    publish=self.publish,
-                )
-            except Exception:  # a failed run must not end alerting: the next one retries
-                logger.exception("alerts: evaluation failed; trying again in %ss", self.interval)
-                connection.close()
-            self._stop.wait(self.interval)
+    def tick(self) -> None:
+        self.run(
+            now=self.clock(),
+            holder=self.holder,
+            lease_seconds=self.lease_seconds,
+            publish=self.publish,
+        )
 
 
 def alerts_start(interval: int) -> Evaluator | None:

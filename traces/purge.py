@@ -11,7 +11,6 @@ same way: ``PRAGMA incremental_vacuum`` in bounded steps.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 
 from traces.models import Span, Trace
+from traces.periodic import Periodic
 from traces.services import traces_delete
 
 logger = logging.getLogger("msgtrace.retention")
@@ -251,13 +251,15 @@ def retention_run(*, days: int, now: datetime) -> PurgeResult:
     return result
 
 
-class Retention:
-    """Runs ``retention_run`` at start and then every ``interval``, in a daemon thread.
+class Retention(Periodic):
+    """Runs ``retention_run`` at start and then every ``interval`` (traces/periodic.py).
 
-    A thread, not a task on the server's event loop: a purge is minutes of blocking
-    database calls, and the loop must keep answering OTLP requests meanwhile.
     ``clock`` gives "now"; tests pass their own.
     """
+
+    name = "retention"
+    failure = "retention: purge failed"
+    logger = logger
 
     def __init__(
         self,
@@ -268,26 +270,10 @@ class Retention:
         run: Callable[..., object] = retention_run,
     ) -> None:
         self.days, self.interval, self.clock, self.run = days, interval, clock, run
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="msgtrace-retention", daemon=True)
+        super().__init__(interval.total_seconds())
 
-    def start(self) -> Retention:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float | None = None) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run(days=self.days, now=self.clock())
-            except Exception:  # a failed run must not end retention: the next one retries
-                logger.exception("retention: purge failed; trying again in %s", self.interval)
-            finally:
-                connection.close()  # this thread's own connection; idle until tomorrow
-            self._stop.wait(self.interval.total_seconds())
+    def tick(self) -> None:
+        self.run(days=self.days, now=self.clock())
 
 
 def retention_start(days: int) -> Retention | None:

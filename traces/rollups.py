@@ -19,7 +19,6 @@ conditional UPDATE), so a write racing a build can never leave a stale rollup be
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from django.db import connection, transaction
 from django.db.models import Aggregate, Count, F, Q, QuerySet, Sum, TextField, Value
 
 from traces.models import RollupHour, Span, SpanRollup, Trace
+from traces.periodic import Periodic
 
 logger = logging.getLogger("msgtrace.rollups")
 
@@ -327,35 +327,19 @@ KEEP_BUILT = 30 * 24 * HOUR_NS
 BUILD_INTERVAL_S = 300
 
 
-class Builder:
-    """Builds the last 30 days' due rollups at start and every ``interval_s`` after, in a
-    daemon thread, so that a page finds them ready: from nothing, 1,000,000 spans take ~2 s
-    to roll up (bench/analytics.py), which the first 30-day page would otherwise pay."""
+class Builder(Periodic):
+    """Builds the last 30 days' due rollups at start and every ``interval_s`` after
+    (traces/periodic.py), so that a page finds them ready: from nothing, 1,000,000 spans
+    take ~2 s to roll up (bench/analytics.py), which the first 30-day page would otherwise
+    pay. Pages build what they still need themselves."""
+
+    name = "rollups"
+    failure = "rollups: building failed"
+    logger = logger
 
     def __init__(self, *, interval_s: float = BUILD_INTERVAL_S) -> None:
-        self.interval_s = interval_s
-        self.rounds = 0
-        self.round_done = threading.Event()  # set after each round, for whoever waits
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="msgtrace-rollups", daemon=True)
+        super().__init__(interval_s)
 
-    def start(self) -> Builder:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float | None = None) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                now_ns = time.time_ns()
-                rollups_build(since_ns=now_ns - KEEP_BUILT, until_ns=now_ns, now_ns=now_ns)
-            except Exception:  # pages build what they need themselves; try again later
-                logger.exception("rollups: building failed; trying again in %ss", self.interval_s)
-            finally:
-                connection.close()  # this thread's own connection
-                self.rounds += 1
-                self.round_done.set()
-            self._stop.wait(self.interval_s)
+    def tick(self) -> None:
+        now_ns = time.time_ns()
+        rollups_build(since_ns=now_ns - KEEP_BUILT, until_ns=now_ns, now_ns=now_ns)
