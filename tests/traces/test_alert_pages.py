@@ -4,21 +4,16 @@ badge, the admin, and the toast and rows a page receives live over its socket.""
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import re
-import time
 from datetime import timedelta
 
 import pytest
-from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 
-from msgtrace_site.asgi import application
 from tests import otlp
 from tests.receiver import Receiver
+from tests.sockets import messages_until, on_one_loop, page_socket
 from traces import broadcast
 from traces.alerting import alerts_run
 from traces.models import AlertEvent, AlertRule, Trace, datetime_to_ns
@@ -389,17 +384,6 @@ def test_the_admin_lists_rules_and_events_and_checks_a_rules_query(admin_client)
 # --- Live ---------------------------------------------------------------------------------------
 
 
-TIMEOUT = 3.0
-
-
-def on_one_loop(test):
-    @functools.wraps(test)
-    def run(*args, **kwargs):
-        async_to_sync(test)(*args, **kwargs)
-
-    return run
-
-
 @pytest.fixture
 def live(transactional_db, monkeypatch):
     broadcast._pending.take()
@@ -407,29 +391,6 @@ def live(transactional_db, monkeypatch):
     monkeypatch.setattr(broadcast, "FLUSH_SECONDS", 0.05)
     yield
     broadcast._take_alerts()
-
-
-@contextlib.asynccontextmanager
-async def page_socket(path: str):
-    communicator = WebsocketCommunicator(application, path)
-    accepted, _ = await communicator.connect(timeout=TIMEOUT)
-    assert accepted
-    try:
-        yield communicator
-    finally:
-        await communicator.disconnect()
-
-
-async def messages_until(communicator, needle: str) -> list[str]:
-    seen: list[str] = []
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or await communicator.receive_nothing(timeout=remaining):
-            pytest.fail(f"no message with {needle!r} within {TIMEOUT} s; got {seen}")
-        seen.append(await communicator.receive_from())
-        if needle in seen[-1]:
-            return seen
 
 
 @database_sync_to_async

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import random
 import time
 from concurrent.futures import Future
 
 import pytest
-from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from websockets.exceptions import InvalidStatus
@@ -28,6 +26,7 @@ from ingest.writer import Writer, _Pending
 from msgtrace_site.asgi import application
 from tests import otlp
 from tests.server import MsgtraceServer
+from tests.sockets import on_one_loop
 from traces import broadcast
 from traces.services import traces_delete
 
@@ -57,16 +56,6 @@ commit_async = database_sync_to_async(commit)
 
 def spans_of(trace_id: str, count: int) -> list:
     return [otlp.span(trace_id, otlp.new_span_id(), f"step {i}") for i in range(count)]
-
-
-def on_one_loop(test):
-    """Run an async test body on a fresh event loop (pytest-asyncio is not used here)."""
-
-    @functools.wraps(test)
-    def run(*args, **kwargs):
-        async_to_sync(test)(*args, **kwargs)
-
-    return run
 
 
 @contextlib.asynccontextmanager

@@ -8,15 +8,11 @@ test's writes take turns on one thread, as the test database wants.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
 import re
-import time
 from concurrent.futures import Future
 
 import pytest
-from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
@@ -24,17 +20,8 @@ from ingest.otlp import decode_protobuf, to_params
 from ingest.writer import Writer, _Pending
 from msgtrace_site.asgi import application
 from tests import otlp
+from tests.sockets import TIMEOUT, messages_until, on_one_loop, page_socket
 from traces import broadcast
-
-TIMEOUT = 3.0  # seconds; flushes come every 0.05 s here
-
-
-def on_one_loop(test):
-    @functools.wraps(test)
-    def run(*args, **kwargs):
-        async_to_sync(test)(*args, **kwargs)
-
-    return run
 
 
 def _commit(*spans, service: str = "live-pages") -> None:
@@ -68,30 +55,6 @@ def live(transactional_db, monkeypatch):
     monkeypatch.setattr("traces.consumers.TOAST_SECONDS", 0.3)
     yield
     broadcast._pending.take()
-
-
-@contextlib.asynccontextmanager
-async def page_socket(path: str):
-    communicator = WebsocketCommunicator(application, path)
-    accepted, _ = await communicator.connect(timeout=TIMEOUT)
-    assert accepted
-    try:
-        yield communicator
-    finally:
-        await communicator.disconnect()
-
-
-async def messages_until(communicator, needle: str) -> list[str]:
-    """Every message up to and including the first that contains ``needle``."""
-    seen: list[str] = []
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or await communicator.receive_nothing(timeout=remaining):
-            pytest.fail(f"no message with {needle!r} within {TIMEOUT} s; got {seen}")
-        seen.append(await communicator.receive_from())
-        if needle in seen[-1]:
-            return seen
 
 
 async def drain(communicator, quiet: float = 0.5) -> list[str]:
