@@ -151,6 +151,15 @@ class RemoteSource:
             raise CommandError(exc.message) from None
 
 
+def add_url_argument(parser) -> None:
+    """The ``--url`` option of the commands that read either the database or a server."""
+    parser.add_argument(
+        "--url",
+        help="a msgtrace server to ask instead of the database (http://host:port); "
+        "with auth on, set MSGTRACE_API_KEY",
+    )
+
+
 def source(url: str | None) -> LocalSource | RemoteSource:
     return RemoteSource(url) if url else LocalSource()
 

@@ -36,11 +36,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--limit", type=_limit, default=20, metavar="N", help="how many traces (default 20)"
         )
-        parser.add_argument(
-            "--url",
-            help="a msgtrace server to ask instead of the database (http://host:port); "
-            "with auth on, set MSGTRACE_API_KEY",
-        )
+        terminal.add_url_argument(parser)
 
     def handle(self, *args, **options):
         source = terminal.source(options["url"])

@@ -15,11 +15,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("trace_id", help="the trace's id (32 hex digits, as `list` shows)")
-        parser.add_argument(
-            "--url",
-            help="a msgtrace server to ask instead of the database (http://host:port); "
-            "with auth on, set MSGTRACE_API_KEY",
-        )
+        terminal.add_url_argument(parser)
 
     def handle(self, *args, **options):
         source = terminal.source(options["url"])

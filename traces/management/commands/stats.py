@@ -14,11 +14,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--url",
-            help="a msgtrace server to ask instead of the database (http://host:port); "
-            "with auth on, set MSGTRACE_API_KEY",
-        )
+        terminal.add_url_argument(parser)
 
     def handle(self, *args, **options):
         source = terminal.source(options["url"])
